@@ -1,0 +1,3 @@
+from mspipe_bench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""Command-line entry point: ``mspipe-bench`` / ``python -m mspipe_bench``.
+
+Each subcommand lives in its own ``mspipe_bench.harness.cmd_*`` module exposing ``register(subparsers)``;
+the module imports the heavy stack (torch, DGL) only inside its handler so that ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (module, ...) in the order shown by --help
+COMMAND_MODULES = [
+    "mspipe_bench.harness.cmd_bench",
+    "mspipe_bench.harness.cmd_run",
+    "mspipe_bench.harness.cmd_datasets",
+    "mspipe_bench.harness.cmd_simulate",
+    "mspipe_bench.harness.cmd_sweep",
+    "mspipe_bench.harness.cmd_plot",
+    "mspipe_bench.harness.cmd_compare",
+    "mspipe_bench.harness.cmd_trace",
+    "mspipe_bench.harness.cmd_paper",
+]
+
+
+class UserError(Exception):
+    """An error caused by bad input; printed without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mspipe-bench",
+        description="Benchmark suite for memory-based temporal GNN training pipelines "
+        "(sequential, presample, fixed-staleness, MSPipe) on DGL.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a command not built yet
+            if exc.name == name:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, ValueError, FileNotFoundError) as exc:
+        print(f"mspipe-bench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mspipe-bench {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,140 @@
+"""The node-memory store: dense tensors for memory ``[N, d_mem]``, memory time ``[N]``, mailbox
+``[N, m, d_mail]``, mail times ``[N, m]`` and a mail-valid mask ``[N, m]``.
+
+All reads and writes go through :meth:`fetch` and :meth:`update` under one lock, so the store can be used
+from the pipelined trainers' loader and updater threads while the trainer thread computes. ``version`` counts
+committed updates: iteration ``i``'s U commits with ``version = i + 1``, so a fetch knows which updates it
+sees (observed staleness). The tensors can be moved to shared memory (``share_memory_``).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class MemoryRows:
+    """A fetch result: rows of the store for ``ids`` (unique node ids)."""
+
+    ids: torch.Tensor
+    mem: torch.Tensor  # [U, d_mem] float32
+    mem_ts: torch.Tensor  # [U] float64
+    mail: torch.Tensor  # [U, m, d_mail] float32
+    mail_ts: torch.Tensor  # [U, m] float64
+    mail_mask: torch.Tensor  # [U, m] bool
+    touched: torch.Tensor  # [U] bool: memory has been written at least once
+    version: int  # number of committed updates when fetched
+
+
+def last_occurrence(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unique ids (sorted) and, for each, the position of its last occurrence in ``ids``: "the latest
+    wins" when rows are in chronological order. Deterministic (no scatter races)."""
+    uniq, inv = torch.unique(ids, return_inverse=True)
+    pos = torch.arange(len(ids), dtype=torch.int64)
+    last = torch.full((len(uniq),), -1, dtype=torch.int64).scatter_reduce_(0, inv, pos, reduce="amax")
+    return uniq, last
+
+
+class MemoryStore:
+    def __init__(self, num_nodes: int, dim: int, mail_dim: int, mailbox_size: int = 1):
+        self.num_nodes, self.dim, self.mail_dim, self.mailbox_size = num_nodes, dim, mail_dim, mailbox_size
+        self.mem = torch.zeros(num_nodes, dim)
+        self.mem_ts = torch.zeros(num_nodes, dtype=torch.float64)
+        self.mail = torch.zeros(num_nodes, mailbox_size, mail_dim)
+        self.mail_ts = torch.zeros(num_nodes, mailbox_size, dtype=torch.float64)
+        self.mail_mask = torch.zeros(num_nodes, mailbox_size, dtype=torch.bool)
+        self.touched = torch.zeros(num_nodes, dtype=torch.bool)
+        self.version = 0
+        # ids written by the most recent update (the "recently updated" pool used by mitigation)
+        self.recent_ids = torch.zeros(0, dtype=torch.int64)
+        self.lock = threading.Lock()
+
+    def _tensors(self) -> tuple[str, ...]:
+        return ("mem", "mem_ts", "mail", "mail_ts", "mail_mask", "touched")
+
+    def reset(self) -> None:
+        with self.lock:
+            for name in self._tensors():
+                getattr(self, name).zero_()
+            self.version = 0
+            self.recent_ids = torch.zeros(0, dtype=torch.int64)
+
+    def share_memory_(self) -> "MemoryStore":
+        for name in self._tensors():
+            getattr(self, name).share_memory_()
+        return self
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            snap = {name: getattr(self, name).clone() for name in self._tensors()}
+            snap["version"] = self.version
+            snap["recent_ids"] = self.recent_ids.clone()
+            return snap
+
+    def restore(self, snap: dict) -> None:
+        with self.lock:
+            for name in self._tensors():
+                getattr(self, name).copy_(snap[name])
+            self.version = snap["version"]
+            self.recent_ids = snap["recent_ids"].clone()
+
+    def check_ids(self, ids: torch.Tensor) -> None:
+        if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= self.num_nodes):
+            bad = ids[(ids < 0) | (ids >= self.num_nodes)][0]
+            raise IndexError(f"node id {int(bad)} is out of range for a memory of {self.num_nodes} nodes")
+
+    def fetch(self, ids: torch.Tensor) -> MemoryRows:
+        """Gather the rows of ``ids`` (a consistent snapshot: no update is half-applied)."""
+        self.check_ids(ids)
+        with self.lock:
+            return MemoryRows(
+                ids=ids,
+                mem=self.mem.index_select(0, ids),
+                mem_ts=self.mem_ts.index_select(0, ids),
+                mail=self.mail.index_select(0, ids),
+                mail_ts=self.mail_ts.index_select(0, ids),
+                mail_mask=self.mail_mask.index_select(0, ids),
+                touched=self.touched.index_select(0, ids),
+                version=self.version,
+            )
+
+    def update(
+        self,
+        mem_ids: torch.Tensor,
+        mem: torch.Tensor,
+        mem_ts: torch.Tensor,
+        mail_ids: torch.Tensor,
+        mail: torch.Tensor,
+        mail_ts: torch.Tensor,
+        version: int | None = None,
+    ) -> None:
+        """Write memory rows and deliver mails. Rows must be in chronological order: for an id that occurs
+        several times, the last row wins. A mailbox of size ``m > 1`` shifts (newest mail in slot 0).
+        ``version`` (if given) is the committed-update count after this write."""
+        self.check_ids(mem_ids)
+        self.check_ids(mail_ids)
+        u_mem, last_mem = last_occurrence(mem_ids)
+        u_mail, last_mail = last_occurrence(mail_ids)
+        new_mem, new_mem_ts = mem.index_select(0, last_mem), mem_ts.index_select(0, last_mem)
+        new_mail, new_mail_ts = mail.index_select(0, last_mail), mail_ts.index_select(0, last_mail)
+        with self.lock:
+            self.mem.index_copy_(0, u_mem, new_mem)
+            self.mem_ts.index_copy_(0, u_mem, new_mem_ts)
+            self.touched.index_fill_(0, u_mem, True)
+            if self.mailbox_size == 1:
+                self.mail.index_copy_(0, u_mail, new_mail.unsqueeze(1))
+                self.mail_ts.index_copy_(0, u_mail, new_mail_ts.unsqueeze(1))
+                self.mail_mask.index_fill_(0, u_mail, True)
+            else:
+                old = self.mail.index_select(0, u_mail)[:, :-1]
+                self.mail.index_copy_(0, u_mail, torch.cat([new_mail.unsqueeze(1), old], 1))
+                old_ts = self.mail_ts.index_select(0, u_mail)[:, :-1]
+                self.mail_ts.index_copy_(0, u_mail, torch.cat([new_mail_ts.unsqueeze(1), old_ts], 1))
+                old_mask = self.mail_mask.index_select(0, u_mail)[:, :-1]
+                ones = torch.ones(len(u_mail), 1, dtype=torch.bool)
+                self.mail_mask.index_copy_(0, u_mail, torch.cat([ones, old_mask], 1))
+            self.recent_ids = u_mem
+            self.version = self.version + 1 if version is None else version

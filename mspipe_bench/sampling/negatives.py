@@ -1,0 +1,24 @@
+"""Negative destinations: uniform over the destination candidates (all nodes, or the destination side of a
+bipartite graph). Training negatives come from the per-iteration generator; evaluation negatives from a
+generator re-created from a fixed seed for every evaluation pass, so every epoch and every trainer scores the
+same negatives."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mspipe_bench.data.graph import TemporalGraph
+
+
+class NegativeSampler:
+    def __init__(self, graph: TemporalGraph):
+        if graph.dst_candidates is not None:
+            self.candidates = np.unique(graph.dst_candidates)
+        else:
+            self.candidates = None
+        self.num_nodes = graph.num_nodes
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        if self.candidates is None:
+            return rng.integers(0, self.num_nodes, size=n, dtype=np.int64)
+        return self.candidates[rng.integers(0, len(self.candidates), size=n)]

@@ -1,0 +1,124 @@
+"""Temporal neighbour sampler over a time-sorted CSR of both directions of every event.
+
+Entry ``p`` of node ``n``'s list (``indptr[n] <= p < indptr[n+1]``) is an event ``eid[p]`` that touched ``n``
+(as source or destination), its other end ``nbr[p]`` and its time ``ts[p]``; each list is sorted by event id,
+which is chronological because events are time-sorted.
+
+Strictness without float comparisons per entry: with ``r = #events with t < q`` (one ``searchsorted`` on
+the event times), event ``e`` is strictly earlier than ``q`` iff ``e < r``. Keys ``node * (E + 1) + eid`` are
+sorted, so one more ``searchsorted`` gives, for every query at once, the end of its strictly-earlier
+history. Both strategies are vectorised over queries; ``uniform`` runs a loop over the ``fanout`` draws of
+Floyd's sampling algorithm (never over roots or neighbours).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mspipe_bench.data.graph import TemporalGraph
+
+STRATEGIES = ("recent", "uniform")
+
+
+@dataclass
+class NeighborSample:
+    """One hop: for query ``q`` its neighbours are rows ``ptr[q]:ptr[q+1]`` of the arrays below."""
+
+    ptr: np.ndarray  # int64 [Q+1]
+    query: np.ndarray  # int64 [K] index of the query each row belongs to
+    nbr: np.ndarray  # int64 [K] neighbour node id
+    eid: np.ndarray  # int64 [K] event id (row of edge features)
+    ts: np.ndarray  # float64 [K] event time (< the query's time)
+
+    @property
+    def num_edges(self) -> int:
+        return int(len(self.nbr))
+
+
+class TemporalSampler:
+    """Built once per graph; ``sample(nodes, times, fanout, strategy, rng)`` for one hop."""
+
+    def __init__(self, graph: TemporalGraph):
+        n, e = graph.num_nodes, graph.num_events
+        self.num_nodes = n
+        self.num_events = e
+        self.event_t = graph.t
+        ends = np.concatenate([graph.src, graph.dst])
+        others = np.concatenate([graph.dst, graph.src])
+        eids = np.concatenate([np.arange(e, dtype=np.int64)] * 2)
+        key = ends * (e + 1) + eids
+        order = np.argsort(key, kind="stable")
+        self.key = key[order]
+        self.nbr = others[order]
+        self.eid = eids[order]
+        self.ts = graph.t[self.eid]
+        self.indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(ends, minlength=n), out=self.indptr[1:])
+
+    def history_bounds(self, nodes: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``[lo, hi)`` CSR range of each query's events strictly before its time."""
+        nodes = np.asarray(nodes, dtype=np.int64)
+        if len(nodes) and (nodes.min() < 0 or nodes.max() >= self.num_nodes):
+            bad = nodes[(nodes < 0) | (nodes >= self.num_nodes)][0]
+            raise ValueError(f"query node id {bad} is out of range [0, {self.num_nodes})")
+        times = np.asarray(times, dtype=np.float64)
+        if np.isnan(times).any():
+            raise ValueError("query times contain NaN")
+        rank = np.searchsorted(self.event_t, times, side="left")
+        hi = np.searchsorted(self.key, nodes * (self.num_events + 1) + rank, side="left")
+        return self.indptr[nodes], hi
+
+    def sample(
+        self,
+        nodes: np.ndarray,
+        times: np.ndarray,
+        fanout: int,
+        strategy: str = "recent",
+        rng: np.random.Generator | None = None,
+    ) -> NeighborSample:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"sampling strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
+        if fanout < 0:
+            raise ValueError(f"fanout must be >= 0, got {fanout}")
+        lo, hi = self.history_bounds(nodes, times)
+        avail = hi - lo
+        count = np.minimum(avail, fanout)
+        ptr = np.zeros(len(lo) + 1, dtype=np.int64)
+        np.cumsum(count, out=ptr[1:])
+        total = int(ptr[-1])
+        query = np.repeat(np.arange(len(lo), dtype=np.int64), count)
+        offset = np.arange(total, dtype=np.int64) - ptr[:-1][query]  # 0..count-1 within each query
+        if strategy == "recent":
+            pos = (hi - count)[query] + offset
+        else:
+            if rng is None:
+                raise ValueError("uniform sampling needs an rng (numpy Generator)")
+            pos = lo[query] + self._uniform_offsets(avail, count, fanout, rng)[query, offset]
+        return NeighborSample(ptr=ptr, query=query, nbr=self.nbr[pos], eid=self.eid[pos], ts=self.ts[pos])
+
+    @staticmethod
+    def _uniform_offsets(avail: np.ndarray, count: np.ndarray, fanout: int, rng: np.random.Generator) -> np.ndarray:
+        """``[Q, fanout]`` distinct offsets in ``[0, avail)`` per query (first ``count`` columns valid).
+
+        Queries with ``avail <= fanout`` take all offsets in order; the others use Floyd's algorithm:
+        for ``j`` in ``avail-fanout .. avail-1`` draw ``r`` in ``[0, j]``, take ``r`` unless already taken,
+        else ``j`` — a uniform ``fanout``-subset. Vectorised over queries, ``fanout`` steps.
+        """
+        q = len(avail)
+        out = np.tile(np.arange(max(fanout, 1), dtype=np.int64), (q, 1))[:, :fanout]
+        big = avail > fanout
+        if not big.any() or fanout == 0:
+            return out
+        a = avail[big]
+        chosen = np.empty((len(a), fanout), dtype=np.int64)
+        for step in range(fanout):
+            j = a - fanout + step
+            r = np.floor(rng.random(len(a)) * (j + 1)).astype(np.int64)
+            r = np.minimum(r, j)
+            dup = (chosen[:, :step] == r[:, None]).any(axis=1) if step else np.zeros(len(a), dtype=bool)
+            chosen[:, step] = np.where(dup, j, r)
+        chosen.sort(axis=1)
+        out[big] = chosen
+        return out

@@ -1,0 +1,220 @@
+"""The executor: runs one epoch's training iterations under a trainer's schedule (design.md §2).
+
+``sequential`` runs S, F, M, T, U of each iteration in the calling thread. The pipelined trainers run the
+same stage functions in four worker threads — ``sampler`` (S), ``loader`` (F and M, alternating, so F(i)
+follows M(i-1)), ``trainer`` (T), ``updater`` (U) — each taking iterations in order. Before starting
+``X(i)`` a worker waits, on one condition variable, until every prerequisite of ``rules.prerequisites`` has
+finished: one completion counter per stage kind (stages of a kind finish in order), so the memory gate
+"M(i) after U(i-k)" is ``done['U'] >= i-k+1``. Batch objects are handed over by iteration index (tickets);
+the run-ahead is bounded by the prefetch depth (S(i) after M(i-D)) and by k.
+
+``mspipe`` decides, when F(i) has finished, the minimal bound k(i) and the delayed start of M(i)
+(``rules.choose_staleness`` / ``rules.delayed_fetch_start``) from what is known at that moment and the
+online stage-time estimates (EMA). Until every stage has been timed once it uses ``max_staleness`` without
+delay.
+
+A failure in any stage stops every worker at its next wait and reaches the caller as :class:`StageError`
+(stage, phase, iteration); KeyboardInterrupt in the caller stops the workers the same way. No thread
+outlives :meth:`Executor.run_epoch`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from mspipe_bench.stages.stages import Batch, StageContext, StageError, run_stage
+from mspipe_bench.trainers.rules import (
+    STAGES,
+    Schedule,
+    StageEstimator,
+    TimelineView,
+    choose_staleness,
+    delayed_fetch_start,
+    prerequisites,
+)
+
+WORKERS = {"sampler": ("S",), "loader": ("F", "M"), "trainer": ("T",), "updater": ("U",)}
+POLL_S = 0.02  # how often a waiting worker re-checks for a failure elsewhere
+
+
+class _Abort(Exception):
+    """Raised inside a worker when another worker failed or the run was interrupted."""
+
+
+@dataclass
+class IterationRecord:
+    epoch: int
+    i: int
+    k: int
+    observed_staleness: int
+    mitigated_nodes: int
+    mitigation_s: float
+    bubble_s: float
+    loss: float
+    times: dict  # stage -> (start, end, thread), perf_counter seconds
+
+    def to_dict(self, origin: float) -> dict:
+        return {
+            "epoch": self.epoch,
+            "i": self.i,
+            "k": self.k,
+            "observed_staleness": self.observed_staleness,
+            "mitigated_nodes": self.mitigated_nodes,
+            "mitigation_s": self.mitigation_s,
+            "bubble_s": self.bubble_s,
+            "loss": self.loss,
+            "durations": {s: self.times[s][1] - self.times[s][0] for s in STAGES},
+        }
+
+
+class Executor:
+    def __init__(self, ctx: StageContext, schedule: Schedule, estimator: StageEstimator | None = None):
+        self.ctx = ctx
+        self.schedule = schedule
+        self.estimator = estimator or StageEstimator()
+        self.on_iteration = None  # optional callback(IterationRecord) from the updater side (progress bars)
+
+    # ------------------------------------------------------------------ public
+    def run_epoch(self, batches: list[Batch]) -> list[IterationRecord]:
+        if not batches:
+            return []
+        if self.schedule.pipelined:
+            self._run_pipelined(batches)
+        else:
+            for b in batches:
+                for stage in STAGES:
+                    run_stage(self.ctx, stage, b)
+                    if stage == "M":
+                        self._check_staleness(b)
+                self._finish(b)
+        records = [self._record(b, batches[b.i - 1] if b.i else None) for b in batches]
+        for b in batches:  # release blocks and tensors, keep nothing per batch but the record
+            b.sampled = b.edge_feats = b.node_feat = b.event_feat = None
+        return records
+
+    # ------------------------------------------------------------------ helpers
+    def _check_staleness(self, b: Batch) -> None:
+        if b.observed_staleness > b.k - 1 or b.observed_staleness < 0:
+            raise StageError(
+                "M",
+                b,
+                AssertionError(f"observed staleness {b.observed_staleness} violates the bound k={b.k}"),
+            )
+
+    def _finish(self, b: Batch) -> None:
+        for stage in STAGES:
+            start, end, _ = b.times[stage]
+            self.estimator.observe(stage, end - start)
+        if self.on_iteration is not None:
+            self.on_iteration(b)
+
+    @staticmethod
+    def _record(b: Batch, prev: Batch | None) -> IterationRecord:
+        bubble = 0.0 if prev is None else max(0.0, b.times["T"][0] - prev.times["T"][1])
+        return IterationRecord(
+            epoch=b.epoch,
+            i=b.i,
+            k=b.k,
+            observed_staleness=b.observed_staleness,
+            mitigated_nodes=b.mitigated,
+            mitigation_s=b.mitigation_s,
+            bubble_s=bubble,
+            loss=b.loss,
+            times=dict(b.times),
+        )
+
+    # ------------------------------------------------------------------ pipelined
+    def _run_pipelined(self, batches: list[Batch]) -> None:
+        self._batches = batches
+        self._cond = threading.Condition()
+        self._done = {s: 0 for s in STAGES}
+        self._error: BaseException | None = None
+        self._view = TimelineView(self.schedule, tau=self.estimator.get)
+        threads = [
+            threading.Thread(target=self._worker, args=(stages,), name=name, daemon=True)
+            for name, stages in WORKERS.items()
+        ]
+        for th in threads:
+            th.start()
+        try:
+            while any(th.is_alive() for th in threads):
+                for th in threads:
+                    th.join(timeout=POLL_S)
+                with self._cond:
+                    if self._error is not None:
+                        break
+        except BaseException as exc:  # KeyboardInterrupt in the caller: stop the workers
+            self._fail(exc)
+            raise
+        finally:
+            for th in threads:
+                th.join()
+        if self._error is not None:
+            raise self._error
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._cond:
+            if self._error is None:
+                self._error = exc
+            self._cond.notify_all()
+
+    def _worker(self, stages: tuple[str, ...]) -> None:
+        try:
+            for b in self._batches:
+                for stage in stages:
+                    self._run_one(stage, b)
+        except _Abort:
+            return
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            self._fail(exc)
+
+    def _satisfied(self, pre: list[tuple[str, int]]) -> bool:
+        return all(self._done[s] > j for s, j in pre)
+
+    def _wait(self, pre: list[tuple[str, int]], until: float | None = None) -> None:
+        with self._cond:
+            while True:
+                if self._error is not None:
+                    raise _Abort()
+                now = time.perf_counter()
+                if self._satisfied(pre) and (until is None or now >= until):
+                    return
+                timeout = POLL_S if until is None else max(0.0, min(POLL_S, until - now))
+                self._cond.wait(timeout=timeout)
+
+    def _decide_k(self, b: Batch) -> tuple[int, float | None]:
+        """Bound and earliest start of M(b.i): fixed trainers k, no delay; mspipe per design.md §2."""
+        if not self.schedule.adaptive:
+            return self.schedule.fixed_k(), None
+        i = b.i
+        if i == 0:
+            return 1, None
+        if not self.estimator.ready():
+            return self.schedule.max_staleness, None
+        with self._cond:
+            f_end = self._view.end[("F", i)]
+            k, _ = choose_staleness(self._view, i, f_end)
+            self._view.k[i] = k
+            return k, delayed_fetch_start(self._view, i, f_end, k)
+
+    def _run_one(self, stage: str, b: Batch) -> None:
+        until = None
+        if stage == "M":
+            b.k, until = self._decide_k(b)
+        self._wait(prerequisites(self.schedule, stage, b.i, b.k), until)
+        with self._cond:
+            self._view.start[(stage, b.i)] = time.perf_counter()
+        run_stage(self.ctx, stage, b)
+        if stage == "M":
+            self._check_staleness(b)
+        start, end, _ = b.times[stage]
+        with self._cond:
+            self._view.start[(stage, b.i)] = start
+            self._view.end[(stage, b.i)] = end
+            self.estimator.observe(stage, end - start)
+            self._done[stage] += 1
+            self._cond.notify_all()
+        if stage == "U" and self.on_iteration is not None:
+            self.on_iteration(b)

@@ -1,0 +1,190 @@
+"""Which stage may start when: the one definition shared by the real executor and the schedule simulator.
+
+design.md §2. Every trainer is a schedule of the same five stages S, F, M, T, U over iterations
+``0, 1, 2, ...``. A stage ``X(i)`` may start when all its *prerequisites* ``(Y, j)`` have finished
+(pairs with ``j < 0`` are dropped). The rules:
+
+- data order inside an iteration: S(i) -> F(i) -> M(i) -> T(i) -> U(i);
+- one sampler S(i) after S(i-1); one trainer T(i) after T(i-1); in-order updates U(i) after U(i-1);
+- F and M share the loading resource: F(i) after M(i-1);
+- staleness bound k(i): M(i) after U(i-k(i)) (k = 1: exact sequential semantics);
+- run-ahead bound (prefetch depth D): S(i) after M(i-D), so at most D sampled batches wait for M;
+- ``sequential``: S(i) after U(i-1) (nothing overlaps).
+
+Because each stage kind runs in order, "X(j) finished" is equivalent to "at least j+1 iterations of X
+finished", so the executor needs only one completion counter per stage kind.
+
+For ``mspipe`` the bound is chosen per iteration (:func:`choose_staleness`) and M(i) is delayed to the
+latest start that still ends before T(i-1) ends (:func:`delayed_fetch_start`); both use predicted stage
+ends (:class:`TimelineView`) computed from the same prerequisites with online stage-time estimates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+STAGES = ("S", "F", "M", "T", "U")
+TRAINERS = ("sequential", "presample", "fixed-staleness", "mspipe")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A trainer's rule parameters."""
+
+    trainer: str
+    staleness: int = 1  # fixed bound k (sequential / presample: 1)
+    max_staleness: int = 4  # cap on the adaptive bound (mspipe)
+    prefetch: int = 2  # run-ahead depth D of S/F (pipelined trainers)
+
+    def __post_init__(self) -> None:
+        if self.trainer not in TRAINERS:
+            raise ValueError(f"trainer {self.trainer!r} is not one of {', '.join(TRAINERS)}")
+        if self.staleness < 1:
+            raise ValueError(f"staleness must be >= 1, got {self.staleness}")
+        if self.max_staleness < 1:
+            raise ValueError(f"max_staleness must be >= 1, got {self.max_staleness}")
+        if self.prefetch < 1:
+            raise ValueError(f"prefetch depth must be >= 1, got {self.prefetch}")
+
+    @property
+    def adaptive(self) -> bool:
+        return self.trainer == "mspipe"
+
+    @property
+    def pipelined(self) -> bool:
+        return self.trainer != "sequential"
+
+    def fixed_k(self) -> int:
+        if self.trainer in ("sequential", "presample"):
+            return 1
+        if self.trainer == "fixed-staleness":
+            return self.staleness
+        raise ValueError("mspipe chooses k per iteration (choose_staleness)")
+
+
+def make_schedule(trainer: str, staleness: int = 1, max_staleness: int = 4, prefetch: int = 2) -> Schedule:
+    if trainer in ("sequential", "presample"):
+        staleness = 1
+    return Schedule(trainer, staleness=staleness, max_staleness=max_staleness, prefetch=prefetch)
+
+
+def prerequisites(schedule: Schedule, stage: str, i: int, k: int = 1) -> list[tuple[str, int]]:
+    """The (stage, iteration) pairs that must have finished before ``stage(i)`` may start.
+
+    ``k`` is the staleness bound of iteration ``i`` (only used for M).
+    """
+    if stage == "S":
+        pre = [("S", i - 1)]
+        if schedule.pipelined:
+            pre.append(("M", i - schedule.prefetch))
+        else:
+            pre.append(("U", i - 1))
+    elif stage == "F":
+        pre = [("S", i), ("M", i - 1)]
+    elif stage == "M":
+        pre = [("F", i), ("U", i - k)]
+    elif stage == "T":
+        pre = [("M", i), ("T", i - 1)]
+    elif stage == "U":
+        pre = [("T", i), ("U", i - 1)]
+    else:
+        raise ValueError(f"unknown stage {stage!r}")
+    return [(s, j) for s, j in pre if j >= 0]
+
+
+def k_min_steady_state(tau_m: float, tau_u: float, tau_t: float) -> int:
+    """design.md §2: ``k_min = 1 + ceil((tau_M + tau_U) / tau_T)`` in steady state with T the bottleneck."""
+    return 1 + math.ceil((tau_m + tau_u) / tau_t - 1e-12)
+
+
+class StageEstimator:
+    """Online stage-time estimates: an exponential moving average per stage kind."""
+
+    def __init__(self, alpha: float = 0.2, initial: dict[str, float] | None = None):
+        self.alpha = alpha
+        self.tau: dict[str, float | None] = {s: None for s in STAGES}
+        if initial:
+            self.tau.update(initial)
+
+    def observe(self, stage: str, seconds: float) -> None:
+        old = self.tau[stage]
+        self.tau[stage] = seconds if old is None else (1 - self.alpha) * old + self.alpha * seconds
+
+    def get(self, stage: str) -> float:
+        v = self.tau[stage]
+        return 0.0 if v is None else v
+
+    def ready(self) -> bool:
+        return all(v is not None for v in self.tau.values())
+
+
+@dataclass
+class TimelineView:
+    """What is known at a moment: start/end times of stages that started/finished, and the bound k chosen
+    for each iteration whose M was decided. Predicts the end of any stage by the prerequisite rules."""
+
+    schedule: Schedule
+    tau: Callable[[str], float]
+    start: dict[tuple[str, int], float] = field(default_factory=dict)
+    end: dict[tuple[str, int], float] = field(default_factory=dict)
+    k: dict[int, int] = field(default_factory=dict)
+    # the moment this view describes: a stage that started but has not ended ends after ``now``, and a
+    # stage that has not started starts no earlier than ``now`` (None: no such clamp)
+    now: float | None = None
+
+    def predicted_end(self, stage: str, i: int, _memo: dict | None = None) -> float:
+        if i < 0:
+            return -math.inf
+        key = (stage, i)
+        if key in self.end:
+            return self.end[key]
+        memo = {} if _memo is None else _memo
+        if key in memo:
+            return memo[key]
+        if key in self.start:
+            value = self.start[key] + self.tau(stage)
+            if self.now is not None:
+                value = max(value, self.now)
+        else:
+            kk = self.k.get(i, 1)
+            ready = max(
+                (self.predicted_end(s, j, memo) for s, j in prerequisites(self.schedule, stage, i, kk)),
+                default=0.0,
+            )
+            if self.now is not None:
+                ready = max(ready, self.now)
+            value = ready + self.tau(stage)
+        memo[key] = value
+        return value
+
+
+def choose_staleness(view: TimelineView, i: int, f_end: float) -> tuple[int, bool]:
+    """design.md §2: the minimal ``k`` with ``max(end F(i), end U(i-k)) + tau_M <= end T(i-1)``, capped by
+    ``max_staleness``. Returns ``(k, feasible)``; when no k up to the cap avoids a wait, returns
+    ``feasible=False`` (T will wait: a bubble) and the smallest k whose M(i) can start as early as with the
+    cap (the cap itself when U(i-cap) is what M waits for; smaller when F(i) is the later one, e.g. when
+    the loader, not the updates, is the bottleneck)."""
+    if i == 0:
+        return 1, True
+    memo: dict = {}
+    t_prev_end = view.predicted_end("T", i - 1, memo)
+    tau_m = view.tau("M")
+    cap = view.schedule.max_staleness
+    ready = [max(f_end, view.predicted_end("U", i - k, memo)) for k in range(1, cap + 1)]
+    for k in range(1, cap + 1):
+        if ready[k - 1] + tau_m <= t_prev_end + 1e-9:
+            return k, True
+    best = ready[cap - 1]
+    return next(k for k in range(1, cap + 1) if ready[k - 1] <= best + 1e-9), False
+
+
+def delayed_fetch_start(view: TimelineView, i: int, f_end: float, k: int) -> float:
+    """design.md §2: start M(i) at ``max(end F(i), end U(i-k), predicted end T(i-1) - tau_M)``."""
+    memo: dict = {}
+    return max(
+        f_end,
+        view.predicted_end("U", i - k, memo),
+        view.predicted_end("T", i - 1, memo) - view.tau("M"),
+    )
