@@ -1,0 +1,186 @@
+"""One benchmark run: load the dataset, assemble the model from its config, train under a trainer, and write
+one JSON result file (atomically: temp file, then rename).
+
+Result schema (``schema: mspipe-bench/result/1``): ``config`` (what was run), ``env`` (where), ``status``
+(``complete`` / ``interrupted``), ``metrics``, ``epochs``, ``stages`` (seconds per stage over the training
+iterations), ``iterations`` (per training iteration: ``epoch, i, k, observed_staleness, mitigated_nodes,
+mitigation_s, bubble_s, loss, durations{S,F,M,T,U}``), ``timeline`` (every stage of every iteration, training
+and evaluation: ``phase, epoch, i, stage, start, end, thread``, seconds from the run's start) and
+``dataset`` (the dataset summary).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+SCHEMA = "mspipe-bench/result/1"
+
+
+@dataclass
+class RunSpec:
+    model: str = "tgn"
+    dataset: str = "synthetic"
+    trainer: str = "sequential"
+    epochs: int | None = None  # None: the model config's train.epochs
+    seed: int = 0
+    batch_size: int | None = None  # None: the model config's train.batch_size
+    staleness: int = 2  # fixed-staleness K
+    max_staleness: int = 4  # mspipe cap
+    prefetch: int = 2
+    mitigation: bool | None = None  # None: on for mspipe, off otherwise
+    mitigation_quantile: float = 0.01
+    mitigation_neighbors: int = 10
+    mitigation_lambda: float = 0.1
+    overrides: list[str] = field(default_factory=list)  # model config overrides section.key=value
+    max_iterations: int | None = None  # train only the first N iterations of each epoch (quick comparisons)
+    val_ratio: float = 0.15
+    test_ratio: float = 0.15
+    torch_threads: int | None = None
+
+    def resolved(self) -> "RunSpec":
+        spec = RunSpec(**asdict(self))
+        if spec.mitigation is None:
+            spec.mitigation = spec.trainer == "mspipe"
+        if spec.trainer != "fixed-staleness":
+            spec.staleness = 1 if spec.trainer in ("sequential", "presample") else spec.staleness
+        return spec
+
+    def key(self) -> str:
+        """Identity of a run (for resuming sweeps and matching baselines): a hash of the resolved spec
+        without the fields that do not change what is computed."""
+        d = asdict(self.resolved())
+        d.pop("torch_threads", None)
+        blob = json.dumps(d, sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+    def label(self) -> str:
+        r = self.resolved()
+        name = r.trainer
+        if r.trainer == "fixed-staleness":
+            name += f"-k{r.staleness}"
+        if r.trainer == "mspipe" and not r.mitigation:
+            name += "-nomit"
+        ds = Path(r.dataset).name if r.dataset != "synthetic" else "synthetic"
+        ds = ds.split(":")[0]
+        return f"{r.model}_{ds}_{name}_s{r.seed}"
+
+
+def environment() -> dict:
+    import dgl
+    import numpy
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    commit = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "dgl": dgl.__version__,
+        "numpy": numpy.__version__,
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "git_commit": commit,
+    }
+
+
+def write_json_atomic(path: str | Path, data: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=1)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def run(spec: RunSpec, progress: bool = False, hook=None) -> dict:
+    """Run one experiment and return its result dict (not written). ``hook`` is the test-only stage hook."""
+    import torch
+
+    from mspipe_bench.data.loaders import load_dataset
+    from mspipe_bench.models.config import load_config
+    from mspipe_bench.models.mitigation import MitigationConfig
+    from mspipe_bench.stages import make_context
+    from mspipe_bench.trainers.rules import make_schedule
+    from mspipe_bench.trainers.train import train
+
+    spec = spec.resolved()
+    if spec.torch_threads:
+        torch.set_num_threads(spec.torch_threads)
+    overrides = list(spec.overrides)
+    if spec.batch_size is not None:
+        overrides.append(f"train.batch_size={spec.batch_size}")
+    if spec.epochs is not None:
+        overrides.append(f"train.epochs={spec.epochs}")
+    cfg = load_config(spec.model, overrides)
+    schedule = make_schedule(spec.trainer, spec.staleness, spec.max_staleness, spec.prefetch)
+    mitigation = MitigationConfig(
+        enabled=bool(spec.mitigation),
+        quantile=spec.mitigation_quantile,
+        neighbors=spec.mitigation_neighbors,
+        lam=spec.mitigation_lambda,
+    )
+    graph = load_dataset(spec.dataset)
+    split = graph.split(spec.val_ratio, spec.test_ratio)
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    ctx = make_context(graph, cfg, seed=spec.seed, mitigation=mitigation)
+    ctx.hook = hook
+    res = train(ctx, schedule, split, cfg.train.epochs, progress=progress, max_iterations=spec.max_iterations)
+    config = asdict(spec)
+    config.update(batch_size=cfg.train.batch_size, epochs=cfg.train.epochs, key=spec.key(), label=spec.label(),
+                  model_config=cfg.to_dict())
+    metrics = dict(res.metrics)
+    stages = metrics.pop("stage_seconds")
+    return {
+        "schema": SCHEMA,
+        "status": "interrupted" if res.interrupted else "complete",
+        "started_at": started,
+        "wall_s": time.perf_counter() - t0,
+        "config": config,
+        "env": environment(),
+        "dataset": graph.summary(spec.val_ratio, spec.test_ratio),
+        "metrics": metrics,
+        "epochs": res.epochs,
+        "stages": stages,
+        "iterations": [r.to_dict(ctx.timeline.origin) for r in res.iterations],
+        "timeline": {
+            "columns": ["phase", "epoch", "i", "stage", "start", "end", "thread"],
+            "rows": [list(r) for r in ctx.timeline.rows],
+        },
+    }
+
+
+def default_result_path(spec: RunSpec, results_dir: str | Path = "results") -> Path:
+    return Path(results_dir) / f"{spec.label()}_{spec.key()}.json"
