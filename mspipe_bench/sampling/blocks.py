@@ -5,6 +5,8 @@ source nodes of hop ``h-1`` (the roots for hop 1) and as source nodes those dest
 every sampled neighbour, each an *instance* with its own query time = the time of the event it was sampled
 through (TGL's convention; a neighbour is only ever seen as of that event). ``blocks`` is ordered input layer
 first, so ``blocks[-1].dstdata`` are the roots and ``blocks[0].srcdata`` covers every node instance.
+Edge ``e`` of a block always runs from source instance ``num_dst + e`` to its query (the models rely on
+this to add per-edge terms to per-instance features).
 
 Block fields: ``srcdata['nid']`` / ``dstdata['nid']`` node ids (int64), ``srcdata['ts']`` / ``dstdata['ts']``
 query times (float64), ``edata['eid']`` event ids (int64, rows of edge features), ``edata['dt']`` time gap
@@ -57,6 +59,8 @@ def sample_blocks(
         block = dgl.create_block((e_src, e_dst), num_src_nodes=len(src_nid), num_dst_nodes=num_dst)
         block.srcdata["nid"] = torch.from_numpy(src_nid)
         block.srcdata["ts"] = torch.from_numpy(src_ts)
+        block.dstdata["nid"] = torch.from_numpy(dst_nid)  # DGL keeps dst frames apart from src frames
+        block.dstdata["ts"] = torch.from_numpy(dst_ts)
         block.edata["eid"] = torch.from_numpy(hop.eid)
         block.edata["dt"] = torch.from_numpy((dst_ts[hop.query] - hop.ts).astype(np.float32))
         blocks.append(block)
@@ -67,14 +71,26 @@ def sample_blocks(
         block = dgl.create_block((empty, empty), num_src_nodes=n, num_dst_nodes=n)
         block.srcdata["nid"] = torch.from_numpy(dst_nid)
         block.srcdata["ts"] = torch.from_numpy(dst_ts)
+        block.dstdata["nid"] = torch.from_numpy(dst_nid)
+        block.dstdata["ts"] = torch.from_numpy(dst_ts)
         block.edata["eid"] = empty
         block.edata["dt"] = torch.zeros(0, dtype=torch.float32)
         blocks.append(block)
     blocks.reverse()
-    uniq, inv = np.unique(blocks[0].srcdata["nid"].numpy(), return_inverse=True)
+    uniq, inv = unique_inverse(blocks[0].srcdata["nid"].numpy(), sampler.num_nodes)
     return SampledBlocks(
         blocks=blocks,
-        unique_nid=torch.from_numpy(uniq.astype(np.int64)),
-        inverse=torch.from_numpy(inv.astype(np.int64)),
+        unique_nid=torch.from_numpy(uniq),
+        inverse=torch.from_numpy(inv),
         num_roots=len(root_nid),
     )
+
+
+def unique_inverse(ids: np.ndarray, num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(ids, return_inverse=True)`` in O(len(ids) + num_nodes) with a counting pass instead of a
+    sort (ids are node ids below ``num_nodes``)."""
+    present = np.bincount(ids, minlength=num_nodes) > 0
+    uniq = np.flatnonzero(present).astype(np.int64)
+    pos = np.empty(num_nodes, dtype=np.int64)
+    pos[uniq] = np.arange(len(uniq), dtype=np.int64)
+    return uniq, pos[ids]
