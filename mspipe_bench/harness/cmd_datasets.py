@@ -70,8 +70,116 @@ def format_info(info: dict) -> str:
 
 # ---------------------------------------------------------------------------------------------- sample
 def _add_sample_parser(dsub) -> None:
-    """TODO(lead): add the ``datasets sample`` sub-subcommand here (uses mspipe_bench.sampling).
+    p = dsub.add_parser(
+        "sample",
+        help="print the temporal neighbours the sampler returns for (node, time) queries",
+        description="Load a dataset and run the temporal neighbour sampler (stage S, one hop) for each "
+        "query (node, time): the events that touched the node strictly before the time (an event at "
+        "exactly the query time is never returned). Prints, per query, each neighbour's event id, "
+        "neighbour node id and event time, oldest first.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("path", metavar="PATH", help=_SPEC_HELP)
+    p.add_argument("--nodes", required=True, help="comma-separated query node ids, e.g. 1,2,3")
+    p.add_argument(
+        "--times",
+        required=True,
+        help="comma-separated query times, one per node (same length as --nodes) or a single time for all",
+    )
+    p.add_argument("--fanout", type=int, default=10, help="neighbours per query (at most)")
+    p.add_argument("--strategy", choices=("recent", "uniform"), default="recent",
+                   help="recent: the fanout most recent events; uniform: a uniform sample without replacement")
+    p.add_argument("--seed", type=int, default=0, help="seed of the uniform strategy's generator")
+    p.add_argument("--json", action="store_true",
+                   help='print exactly one JSON object {"queries": [{"node", "time", "neighbors": '
+                   '[{"eid", "nbr", "t"}, ...]}, ...]}')
+    p.add_argument("--format", choices=_FORMATS, default=None, help="force a loader instead of auto-detection")
+    p.set_defaults(func=_cmd_sample)
 
-    Intentionally does nothing yet.
-    """
-    return None
+
+def _parse_list(text: str, kind, option: str) -> list:
+    items = [x.strip() for x in text.split(",")]
+    if not text.strip() or any(x == "" for x in items):
+        raise ValueError(f"{option} {text!r}: expected a comma-separated list without empty entries")
+    out = []
+    for x in items:
+        try:
+            out.append(kind(x))
+        except ValueError:
+            what = "an integer node id" if kind is int else "a number"
+            raise ValueError(f"{option}: {x!r} is not {what}") from None
+    return out
+
+
+def parse_queries(nodes: str, times: str) -> tuple[list[int], list[float]]:
+    """``--nodes`` / ``--times`` strings to equal-length lists (a single time applies to every node)."""
+    node_list = _parse_list(nodes, int, "--nodes")
+    time_list = _parse_list(times, float, "--times")
+    if len(time_list) == 1 and len(node_list) > 1:
+        time_list = time_list * len(node_list)
+    if len(time_list) != len(node_list):
+        raise ValueError(
+            f"--nodes has {len(node_list)} entries but --times has {len(time_list)}; give one time per node "
+            "or a single time for all nodes"
+        )
+    for t in time_list:
+        if t != t:  # NaN
+            raise ValueError("--times: NaN is not a valid query time")
+    return node_list, time_list
+
+
+def sample_queries(graph, nodes: list[int], times: list[float], fanout: int, strategy: str, seed: int) -> dict:
+    """Run one hop of the temporal sampler and return ``{"queries": [...]}`` (the ``--json`` document)."""
+    import numpy as np
+
+    from mspipe_bench.sampling import TemporalSampler
+
+    if fanout < 0:
+        raise ValueError(f"--fanout must be >= 0, got {fanout}")
+    sampler = TemporalSampler(graph)
+    rng = np.random.default_rng(seed)
+    hop = sampler.sample(np.asarray(nodes, dtype=np.int64), np.asarray(times, dtype=np.float64), fanout, strategy, rng)
+    queries = []
+    for q, (node, t) in enumerate(zip(nodes, times)):
+        lo, hi = int(hop.ptr[q]), int(hop.ptr[q + 1])
+        nbrs = [
+            {"eid": int(hop.eid[r]), "nbr": int(hop.nbr[r]), "t": float(hop.ts[r])}
+            for r in sorted(range(lo, hi), key=lambda r: int(hop.eid[r]))
+        ]
+        queries.append({"node": int(node), "time": float(t), "neighbors": nbrs})
+    return {"queries": queries}
+
+
+def _fmt_time(t: float) -> str:
+    return f"{t:.0f}" if float(t).is_integer() else repr(float(t))
+
+
+def format_samples(doc: dict, fanout: int, strategy: str) -> str:
+    """Human view: one header line per query, then an aligned ``eid  nbr  t`` table."""
+    lines = []
+    for q in doc["queries"]:
+        nb = q["neighbors"]
+        lines.append(
+            f"node {q['node']} at t={_fmt_time(q['time'])}: {len(nb)} neighbour{'s' if len(nb) != 1 else ''} "
+            f"(strategy {strategy}, fanout {fanout})"
+        )
+        if nb:
+            rows = [("eid", "nbr", "t")] + [(str(n["eid"]), str(n["nbr"]), _fmt_time(n["t"])) for n in nb]
+            widths = [max(len(r[c]) for r in rows) for c in range(3)]
+            for r in rows:
+                lines.append("  " + "  ".join(f"{r[c]:>{widths[c]}}" for c in range(3)))
+    return "\n".join(lines)
+
+
+def _cmd_sample(args) -> int:
+    from mspipe_bench.data import load_dataset
+
+    nodes, times = parse_queries(args.nodes, args.times)
+    opts = {"format": args.format} if args.format else {}
+    graph = load_dataset(args.path, **opts)
+    doc = sample_queries(graph, nodes, times, args.fanout, args.strategy, args.seed)
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        print(format_samples(doc, args.fanout, args.strategy))
+    return 0

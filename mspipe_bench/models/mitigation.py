@@ -49,7 +49,12 @@ def mitigate(rows: MemoryRows, store: MemoryStore, now: float, cfg: MitigationCo
     # a node never counts as its own neighbour
     sim = sim.masked_fill(rows.ids.index_select(0, stale)[:, None] == recent[None, :], -2.0)
     n = min(cfg.neighbors, len(recent))
-    top = torch.topk(sim, n, dim=1).indices
-    blended = (1 - cfg.lam) * s + cfg.lam * recent_mem[top].mean(1)
-    rows.mem.index_copy_(0, stale, blended)
-    return int(count)
+    top_sim, top = torch.topk(sim, n, dim=1)
+    # when fewer than n other nodes are recent, the top n still contain the node itself (sim -2): drop it
+    valid = (top_sim > -1.5).to(s.dtype)
+    num = valid.sum(1, keepdim=True)
+    mean = (recent_mem[top] * valid[..., None]).sum(1) / num.clamp(min=1)
+    has = num.squeeze(1) > 0  # a node whose only recent node is itself keeps its memory
+    blended = (1 - cfg.lam) * s[has] + cfg.lam * mean[has]
+    rows.mem.index_copy_(0, stale[has], blended)
+    return int(has.sum())

@@ -216,7 +216,9 @@ def update_memory(ctx: StageContext, b: Batch) -> None:
         q, nb = e_dst[keep], hop1.srcdata["nid"][e_src[keep]]
         mail_row = torch.where(q < n, 2 * q, 2 * (q - n) + 1)  # row of the endpoint's own mail above
         event = torch.where(q < n, q, q - n)
-        order = torch.argsort(torch.cat([torch.arange(n).repeat_interleave(2), event]), stable=True)
+        # chronological by event; within an event the copies first, so an endpoint's own mail wins
+        own_key = 2 * torch.arange(n).repeat_interleave(2) + 1
+        order = torch.argsort(torch.cat([own_key, 2 * event]), stable=True)
         mail_ids = torch.cat([mem_ids, nb])[order]
         mail = torch.cat([mail, mail.index_select(0, mail_row)])[order]
         mail_ts = torch.cat([mail_ts, mail_ts.index_select(0, mail_row)])[order]

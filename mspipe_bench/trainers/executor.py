@@ -195,6 +195,7 @@ class Executor:
             return self.schedule.max_staleness, None
         with self._cond:
             f_end = self._view.end[("F", i)]
+            self._view.now = time.perf_counter()  # running stages end, pending ones start, no earlier than now
             k, _ = choose_staleness(self._view, i, f_end)
             self._view.k[i] = k
             return k, delayed_fetch_start(self._view, i, f_end, k)
