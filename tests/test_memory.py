@@ -31,7 +31,7 @@ def ts(*v) -> torch.Tensor:
 
 
 def store_state(st: MemoryStore) -> dict:
-    return {k: getattr(st, k).clone() for k in ("mem", "mem_ts", "mail", "mail_ts", "mail_mask", "touched")}
+    return {k: getattr(st, k).clone() for k in ("mem", "mem_ts", "mail", "mail_ts", "mail_mask", "touched", "mail_next")}
 
 
 # ---------------------------------------------------------------------------------------------- MemoryStore
@@ -80,24 +80,24 @@ def test_latest_wins_is_deterministic():
     assert uniq.tolist() == [1, 3, 5] and last.tolist() == [3, 2, 4]
 
 
-def test_mailbox_shift_newest_first_and_mask():
+def test_mailbox_ring_keeps_the_newest_m_mails_and_mask():
     st = MemoryStore(4, 2, 2, mailbox_size=3)
-    mails = [torch.full((1, 2), float(i + 1)) for i in range(4)]
     empty_mem = torch.zeros(0, 2)
     none = torch.zeros(0, dtype=torch.int64)
-    for i, m in enumerate(mails):
-        st.update(none, empty_mem, ts(), torch.tensor([2]), m, ts(10.0 * (i + 1)))
+    for i in range(5):
+        st.update(none, empty_mem, ts(), torch.tensor([2]), torch.full((1, 2), float(i + 1)), ts(10.0 * (i + 1)))
         k = min(i + 1, 3)
-        expect = [float(j + 1) for j in range(i, i - k, -1)]  # newest first
-        assert st.mail[2, :k, 0].tolist() == expect
-        assert st.mail_ts[2, :k].tolist() == [10.0 * x for x in expect]
-        assert st.mail_mask[2].tolist() == [True] * k + [False] * (3 - k)
+        held = sorted(st.mail[2, st.mail_mask[2], 0].tolist())
+        assert held == [float(j + 1) for j in range(i + 1 - k, i + 1)]  # the newest k mails, nothing else
+        assert st.mail_mask[2].sum().item() == k
+        # each slot's time belongs to its mail
+        assert torch.equal(st.mail_ts[2][st.mail_mask[2]], 10.0 * st.mail[2, st.mail_mask[2], 0].double())
     assert not st.mail_mask[[0, 1, 3]].any()
     assert not st.touched.any()  # mails only: no memory was written
-    # several mails for one node in one update: the latest (last row) is delivered, one shift
+    # several mails for one node in one update: only the latest (last row) is delivered, overwriting the oldest
     st.update(none, empty_mem, ts(), torch.tensor([2, 2]), torch.tensor([[7.0, 7.0], [8.0, 8.0]]), ts(50, 60))
-    assert st.mail[2, :, 0].tolist() == [8.0, 4.0, 3.0]
-    assert st.mail_ts[2].tolist() == [60.0, 40.0, 30.0]
+    assert sorted(st.mail[2, :, 0].tolist()) == [4.0, 5.0, 8.0]
+    assert sorted(st.mail_ts[2].tolist()) == [40.0, 50.0, 60.0]
 
 
 def test_snapshot_restore_reset_and_versions():
@@ -243,11 +243,14 @@ def test_update_stage_semantics(preset):
     for v in range(st.num_nodes):
         if v in final:
             mail, t = final[v]
-            assert torch.equal(after["mail"][v, 0], mail), v
-            assert after["mail_ts"][v, 0] == t and after["mail_mask"][v, 0]
-            if m > 1:  # older mails shifted by one slot
-                assert torch.equal(after["mail"][v, 1:], before["mail"][v, :-1])
-                assert torch.equal(after["mail_mask"][v, 1:], before["mail_mask"][v, :-1])
+            slot = int(before["mail_next"][v]) if m > 1 else 0  # the ring's oldest slot is overwritten
+            assert torch.equal(after["mail"][v, slot], mail), v
+            assert after["mail_ts"][v, slot] == t and after["mail_mask"][v, slot]
+            if m > 1:  # the other slots keep their mails; the ring pointer advances
+                others = [j for j in range(m) if j != slot]
+                assert torch.equal(after["mail"][v, others], before["mail"][v, others])
+                assert torch.equal(after["mail_mask"][v, others], before["mail_mask"][v, others])
+                assert int(after["mail_next"][v]) == (slot + 1) % m
         else:
             for k in ("mail", "mail_ts", "mail_mask"):
                 assert torch.equal(after[k][v], before[k][v]), (k, v)

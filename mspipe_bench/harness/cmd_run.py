@@ -31,9 +31,13 @@ def add_run_arguments(p: argparse.ArgumentParser, single: bool = True) -> None:
     p.add_argument("--mitigation-neighbors", type=int, default=10, help="similar nodes averaged, n (default: 10)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a model-config field, e.g. --set gnn.heads=4 (repeatable)")
+    p.add_argument("--negatives", choices=("auto", "all"), default="auto",
+                   help="negative destinations: auto = the destination side of a bipartite graph, all nodes "
+                        "otherwise (DyGLib/TGN paper); all = every node (TGL) (default: auto)")
     p.add_argument("--max-iterations", type=int, default=None,
                    help="train only the first N iterations of each epoch (quick comparisons)")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads, the same for every trainer (default: 1; see README)")
 
 
 def spec_from_args(args, **fixed):
@@ -51,6 +55,7 @@ def spec_from_args(args, **fixed):
         mitigation_neighbors=args.mitigation_neighbors,
         overrides=list(args.overrides),
         max_iterations=args.max_iterations,
+        negatives=args.negatives,
         torch_threads=args.threads,
     )
     for name in ("model", "dataset", "trainer", "seed"):

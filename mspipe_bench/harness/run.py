@@ -42,9 +42,13 @@ class RunSpec:
     mitigation_lambda: float = 0.1
     overrides: list[str] = field(default_factory=list)  # model config overrides section.key=value
     max_iterations: int | None = None  # train only the first N iterations of each epoch (quick comparisons)
+    negatives: str = "auto"  # auto: destination side of bipartite graphs; all: every node (TGL)
     val_ratio: float = 0.15
     test_ratio: float = 0.15
-    torch_threads: int | None = None
+    # torch intra-op threads, the same for every trainer (so presample stays bit-identical to sequential).
+    # 1 by default: the pipelined trainers' sampler/loader/updater threads use the second core, and on a
+    # shared 2-core machine a 2-thread OpenMP team spin-waits whenever another thread holds a core.
+    torch_threads: int = 1
 
     def resolved(self) -> "RunSpec":
         spec = RunSpec(**asdict(self))
@@ -55,16 +59,16 @@ class RunSpec:
         return spec
 
     def key(self) -> str:
-        """Identity of a run (for resuming sweeps and matching baselines): a hash of the resolved spec
-        without the fields that do not change what is computed."""
+        """Identity of a run (for resuming sweeps and matching baselines): a hash of the resolved spec."""
         d = asdict(self.resolved())
-        d.pop("torch_threads", None)
         blob = json.dumps(d, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
     def label(self) -> str:
         r = self.resolved()
         name = r.trainer
+        if r.negatives != "auto":
+            name += f"-neg{r.negatives}"
         if r.trainer == "fixed-staleness":
             name += f"-k{r.staleness}"
         if r.trainer == "mspipe" and not r.mitigation:
@@ -136,8 +140,7 @@ def run(spec: RunSpec, progress: bool = False, hook=None) -> dict:
     from mspipe_bench.trainers.train import train
 
     spec = spec.resolved()
-    if spec.torch_threads:
-        torch.set_num_threads(spec.torch_threads)
+    torch.set_num_threads(spec.torch_threads)
     overrides = list(spec.overrides)
     if spec.batch_size is not None:
         overrides.append(f"train.batch_size={spec.batch_size}")
@@ -155,7 +158,7 @@ def run(spec: RunSpec, progress: bool = False, hook=None) -> dict:
     split = graph.split(spec.val_ratio, spec.test_ratio)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
-    ctx = make_context(graph, cfg, seed=spec.seed, mitigation=mitigation)
+    ctx = make_context(graph, cfg, seed=spec.seed, mitigation=mitigation, negatives=spec.negatives)
     ctx.hook = hook
     res = train(ctx, schedule, split, cfg.train.epochs, progress=progress, max_iterations=spec.max_iterations)
     config = asdict(spec)

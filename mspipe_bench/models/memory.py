@@ -1,6 +1,10 @@
 """The node-memory store: dense tensors for memory ``[N, d_mem]``, memory time ``[N]``, mailbox
 ``[N, m, d_mail]``, mail times ``[N, m]`` and a mail-valid mask ``[N, m]``.
 
+A mailbox of ``m > 1`` slots is a ring buffer: a new mail overwrites the node's oldest slot
+(``mail_next``), so an update moves one mail per node, never the whole mailbox. Slot order carries no
+meaning; consumers use the mail times and the mask (APAN's attention is permutation-invariant).
+
 All reads and writes go through :meth:`fetch` and :meth:`update` under one lock, so the store can be used
 from the pipelined trainers' loader and updater threads while the trainer thread computes. ``version`` counts
 committed updates: iteration ``i``'s U commits with ``version = i + 1``, so a fetch knows which updates it
@@ -47,13 +51,14 @@ class MemoryStore:
         self.mail_ts = torch.zeros(num_nodes, mailbox_size, dtype=torch.float64)
         self.mail_mask = torch.zeros(num_nodes, mailbox_size, dtype=torch.bool)
         self.touched = torch.zeros(num_nodes, dtype=torch.bool)
+        self.mail_next = torch.zeros(num_nodes, dtype=torch.int64)  # ring-buffer slot of the next mail
         self.version = 0
         # ids written by the most recent update (the "recently updated" pool used by mitigation)
         self.recent_ids = torch.zeros(0, dtype=torch.int64)
         self.lock = threading.Lock()
 
     def _tensors(self) -> tuple[str, ...]:
-        return ("mem", "mem_ts", "mail", "mail_ts", "mail_mask", "touched")
+        return ("mem", "mem_ts", "mail", "mail_ts", "mail_mask", "touched", "mail_next")
 
     def reset(self) -> None:
         with self.lock:
@@ -112,7 +117,7 @@ class MemoryStore:
         version: int | None = None,
     ) -> None:
         """Write memory rows and deliver mails. Rows must be in chronological order: for an id that occurs
-        several times, the last row wins. A mailbox of size ``m > 1`` shifts (newest mail in slot 0).
+        several times, the last row wins. A mailbox of size ``m > 1`` overwrites each node's oldest slot.
         ``version`` (if given) is the committed-update count after this write."""
         self.check_ids(mem_ids)
         self.check_ids(mail_ids)
@@ -129,12 +134,10 @@ class MemoryStore:
                 self.mail_ts.index_copy_(0, u_mail, new_mail_ts.unsqueeze(1))
                 self.mail_mask.index_fill_(0, u_mail, True)
             else:
-                old = self.mail.index_select(0, u_mail)[:, :-1]
-                self.mail.index_copy_(0, u_mail, torch.cat([new_mail.unsqueeze(1), old], 1))
-                old_ts = self.mail_ts.index_select(0, u_mail)[:, :-1]
-                self.mail_ts.index_copy_(0, u_mail, torch.cat([new_mail_ts.unsqueeze(1), old_ts], 1))
-                old_mask = self.mail_mask.index_select(0, u_mail)[:, :-1]
-                ones = torch.ones(len(u_mail), 1, dtype=torch.bool)
-                self.mail_mask.index_copy_(0, u_mail, torch.cat([ones, old_mask], 1))
+                slot = self.mail_next.index_select(0, u_mail)
+                self.mail.index_put_((u_mail, slot), new_mail)
+                self.mail_ts.index_put_((u_mail, slot), new_mail_ts)
+                self.mail_mask.index_put_((u_mail, slot), torch.ones(len(u_mail), dtype=torch.bool))
+                self.mail_next.index_copy_(0, u_mail, (slot + 1) % self.mailbox_size)
             self.recent_ids = u_mem
             self.version = self.version + 1 if version is None else version

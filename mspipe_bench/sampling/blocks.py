@@ -12,7 +12,9 @@ Block fields: ``srcdata['nid']`` / ``dstdata['nid']`` node ids (int64), ``srcdat
 query times (float64), ``edata['eid']`` event ids (int64, rows of edge features), ``edata['dt']`` time gap
 query time − event time (float32, always > 0: no leakage).
 Memory is fetched once per unique node: ``unique_nid`` and ``inverse`` (``unique_nid[inverse] ==
-blocks[0].srcdata['nid']``).
+blocks[0].srcdata['nid']``). With ``memory_of="roots"`` (models whose embedding never reads a neighbour's
+memory: JODIE, APAN) they cover only the roots (``unique_nid[inverse] == roots``); the blocks still carry
+the neighbours (APAN delivers mails to them).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def sample_blocks(
     fanouts: list[int],
     strategy: str = "recent",
     rng: np.random.Generator | None = None,
+    memory_of: str = "all",
 ) -> SampledBlocks:
     dst_nid = np.asarray(root_nid, dtype=np.int64)
     dst_ts = np.asarray(root_ts, dtype=np.float64)
@@ -77,7 +80,10 @@ def sample_blocks(
         block.edata["dt"] = torch.zeros(0, dtype=torch.float32)
         blocks.append(block)
     blocks.reverse()
-    uniq, inv = unique_inverse(blocks[0].srcdata["nid"].numpy(), sampler.num_nodes)
+    if memory_of not in ("all", "roots"):
+        raise ValueError(f"memory_of must be 'all' or 'roots', got {memory_of!r}")
+    nodes = blocks[0].srcdata["nid"].numpy() if memory_of == "all" else np.asarray(root_nid, dtype=np.int64)
+    uniq, inv = unique_inverse(nodes, sampler.num_nodes)
     return SampledBlocks(
         blocks=blocks,
         unique_nid=torch.from_numpy(uniq),

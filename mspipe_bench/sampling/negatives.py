@@ -10,9 +10,17 @@ import numpy as np
 from mspipe_bench.data.graph import TemporalGraph
 
 
+NEGATIVE_MODES = ("auto", "all")
+
+
 class NegativeSampler:
-    def __init__(self, graph: TemporalGraph):
-        if graph.dst_candidates is not None:
+    """``mode='auto'``: the destination side of a bipartite graph (DyGLib / the TGN paper's convention),
+    all nodes otherwise; ``mode='all'``: all nodes (TGL's convention, easier on bipartite graphs)."""
+
+    def __init__(self, graph: TemporalGraph, mode: str = "auto"):
+        if mode not in NEGATIVE_MODES:
+            raise ValueError(f"negative sampling mode {mode!r} is not one of {', '.join(NEGATIVE_MODES)}")
+        if graph.dst_candidates is not None and mode == "auto":
             self.candidates = np.unique(graph.dst_candidates)
         else:
             self.candidates = None

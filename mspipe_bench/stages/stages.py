@@ -26,7 +26,7 @@ import torch
 
 from mspipe_bench.data.graph import TemporalGraph
 from mspipe_bench.models.config import ModelConfig
-from mspipe_bench.models.memory import MemoryRows, MemoryStore
+from mspipe_bench.models.memory import MemoryRows, MemoryStore, last_occurrence
 from mspipe_bench.models.mitigation import MitigationConfig, mitigate
 from mspipe_bench.models.model import ModelOutput, TemporalModel
 from mspipe_bench.sampling import NegativeSampler, SampledBlocks, TemporalSampler, sample_blocks
@@ -152,7 +152,9 @@ def sample(ctx: StageContext, b: Batch) -> None:
     roots = np.concatenate([b.src, b.dst, b.neg])
     ts = np.concatenate([b.t, b.t, b.t])
     s = ctx.cfg.sampling
-    b.sampled = sample_blocks(ctx.sampler, roots, ts, s.fanouts, s.strategy, rng)
+    # only attention layers read neighbours' memory; JODIE/APAN fetch and update the roots' memory only
+    memory_of = "all" if ctx.cfg.gnn.arch == "attention" else "roots"
+    b.sampled = sample_blocks(ctx.sampler, roots, ts, s.fanouts, s.strategy, rng, memory_of=memory_of)
 
 
 def fetch_features(ctx: StageContext, b: Batch) -> None:
@@ -202,26 +204,29 @@ def update_memory(ctx: StageContext, b: Batch) -> None:
     other_rows = torch.stack([inv[n : 2 * n], inv[:n]], 1).reshape(-1)
     mem = out.updated.index_select(0, me_rows)
     mem_ts = out.updated_ts.index_select(0, me_rows)
-    parts = [mem, out.updated.index_select(0, other_rows)]
-    if b.event_feat is not None:
-        parts.append(b.event_feat.repeat_interleave(2, dim=0))
-    mail = torch.cat(parts, dim=1)
-    mail_ts = torch.from_numpy(np.repeat(b.t, 2))
-    mail_ids = mem_ids
+    # mail j (of the 2n above) is [s_me', s_other', e] at the event's time; pick, per receiving node, the
+    # mail that wins *before* building any mail tensor (APAN delivers ~10x more copies than mails)
+    mail_ids, mail_of = mem_ids, torch.arange(2 * n)
     if ctx.cfg.memory.deliver_to == "neighbors":
         # the sampled neighbours of each positive endpoint receive that endpoint's mail
         hop1 = sb.blocks[-1]
         e_src, e_dst = hop1.edges()
         keep = e_dst < 2 * n
         q, nb = e_dst[keep], hop1.srcdata["nid"][e_src[keep]]
-        mail_row = torch.where(q < n, 2 * q, 2 * (q - n) + 1)  # row of the endpoint's own mail above
+        copy_of = torch.where(q < n, 2 * q, 2 * (q - n) + 1)  # index of the endpoint's own mail
         event = torch.where(q < n, q, q - n)
         # chronological by event; within an event the copies first, so an endpoint's own mail wins
         own_key = 2 * torch.arange(n).repeat_interleave(2) + 1
         order = torch.argsort(torch.cat([own_key, 2 * event]), stable=True)
         mail_ids = torch.cat([mem_ids, nb])[order]
-        mail = torch.cat([mail, mail.index_select(0, mail_row)])[order]
-        mail_ts = torch.cat([mail_ts, mail_ts.index_select(0, mail_row)])[order]
+        mail_of = torch.cat([mail_of, copy_of])[order]
+    mail_ids, last = last_occurrence(mail_ids)
+    mail_of = mail_of.index_select(0, last)
+    parts = [mem.index_select(0, mail_of), out.updated.index_select(0, other_rows.index_select(0, mail_of))]
+    if b.event_feat is not None:
+        parts.append(b.event_feat.index_select(0, mail_of // 2))
+    mail = torch.cat(parts, dim=1)
+    mail_ts = torch.from_numpy(b.t).index_select(0, mail_of // 2)
     ctx.store.update(mem_ids, mem, mem_ts, mail_ids, mail, mail_ts)
     b.out = ModelOutput(out.pos, out.neg, None, None)  # keep scores, drop per-node tensors
 
@@ -235,6 +240,7 @@ def make_context(
     seed: int = 0,
     mitigation: MitigationConfig | None = None,
     eval_seed: int = 12345,
+    negatives: str = "auto",
 ) -> StageContext:
     """Everything the stages need, built from a graph and a model config; ``seed`` fixes the parameters,
     training negatives, sampling and dropout."""
@@ -250,7 +256,7 @@ def make_context(
         optimizer=torch.optim.Adam(model.parameters(), lr=cfg.train.lr),
         store=store,
         sampler=TemporalSampler(graph),
-        negatives=NegativeSampler(graph),
+        negatives=NegativeSampler(graph, negatives),
         seed=seed,
         eval_seed=eval_seed,
         mitigation=mitigation or MitigationConfig(enabled=False),
