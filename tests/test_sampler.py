@@ -296,11 +296,15 @@ def test_sample_blocks_seeded_determinism():
 def test_negatives_bipartite_only_destinations():
     g = random_graph(1, bipartite=True)
     assert g.dst_candidates is not None
-    ns = NegativeSampler(g)
+    ns = NegativeSampler(g, "dst")
     neg = ns.sample(5000, np.random.default_rng(0))
     dsts = set(np.unique(g.dst).tolist())
     assert set(neg.tolist()) == dsts  # only destinations, and every one of them is drawn
     assert neg.dtype == np.int64
+    # the default (TGL's convention) draws from every node, bipartite or not
+    assert set(NegativeSampler(g).sample(5000, np.random.default_rng(0)).tolist()) == set(range(g.num_nodes))
+    with pytest.raises(ValueError, match="negative sampling mode"):
+        NegativeSampler(g, "users")
 
 
 def test_negatives_general_graph_all_nodes():

@@ -290,10 +290,10 @@ def test_stage_time_input_errors():
         stage_times({s: 0 for s in rules.STAGES}, 3)
 
 
-def test_warmup_max_uses_cap_until_estimates_exist():
-    res = simulate(CASE1, make_schedule("mspipe", max_staleness=4), 20, warmup="max")
-    assert res.k[1] == 4 and res.k[-1] == 2
-    assert any("max_staleness" in note for note in res.notes)
+def test_cold_warmup_uses_the_warmup_bound_until_estimates_exist():
+    res = simulate(CASE1, make_schedule("mspipe", max_staleness=4), 20, warmup="cold")
+    assert res.k[1] == rules.WARMUP_STALENESS and res.k[-1] == 2
+    assert any("cold start" in note for note in res.notes)
     _check_invariants(res, make_schedule("mspipe", max_staleness=4))
 
 

@@ -31,9 +31,9 @@ def add_run_arguments(p: argparse.ArgumentParser, single: bool = True) -> None:
     p.add_argument("--mitigation-neighbors", type=int, default=10, help="similar nodes averaged, n (default: 10)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a model-config field, e.g. --set gnn.heads=4 (repeatable)")
-    p.add_argument("--negatives", choices=("auto", "all"), default="auto",
-                   help="negative destinations: auto = the destination side of a bipartite graph, all nodes "
-                        "otherwise (DyGLib/TGN paper); all = every node (TGL) (default: auto)")
+    p.add_argument("--negatives", choices=("all", "dst"), default="all",
+                   help="negative destinations: all = every node (TGL's convention, default); dst = the "
+                        "destination side of a bipartite graph (DyGLib / TGN paper; harder)")
     p.add_argument("--max-iterations", type=int, default=None,
                    help="train only the first N iterations of each epoch (quick comparisons)")
     p.add_argument("--threads", type=int, default=1,

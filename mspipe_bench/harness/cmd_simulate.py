@@ -48,9 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prefetch", type=int, default=2, help="run-ahead depth D of S/F (default 2)")
     p.add_argument("--epoch", default="first",
                    help="with --from: 'first' (first complete epoch, default), 'all', or an epoch number")
-    p.add_argument("--warmup", choices=("first", "max"), default="first",
-                   help="mspipe before estimates exist: seed them with iteration 0's times (first) or use "
-                   "k = max-staleness until every stage has been seen (max)")
+    p.add_argument("--warmup", choices=("first", "cold"), default="first",
+                   help="mspipe before estimates exist: seed them with iteration 0's times (first) or, as the "
+                   "executor's first epoch, k = 2 without delay until every stage has been seen (cold)")
     p.add_argument("--json", action="store_true", help="print one JSON object (a list for --profile)")
     p.add_argument("--per-iteration", action="store_true",
                    help="with --json: include per-iteration k, observed staleness and bubbles")

@@ -42,7 +42,7 @@ class RunSpec:
     mitigation_lambda: float = 0.1
     overrides: list[str] = field(default_factory=list)  # model config overrides section.key=value
     max_iterations: int | None = None  # train only the first N iterations of each epoch (quick comparisons)
-    negatives: str = "auto"  # auto: destination side of bipartite graphs; all: every node (TGL)
+    negatives: str = "all"  # all: every node (TGL); dst: the destination side of a bipartite graph
     val_ratio: float = 0.15
     test_ratio: float = 0.15
     # torch intra-op threads, the same for every trainer (so presample stays bit-identical to sequential).
@@ -54,8 +54,11 @@ class RunSpec:
         spec = RunSpec(**asdict(self))
         if spec.mitigation is None:
             spec.mitigation = spec.trainer == "mspipe"
+        # fields a trainer does not use are normalised, so they change neither the key nor the label
         if spec.trainer != "fixed-staleness":
-            spec.staleness = 1 if spec.trainer in ("sequential", "presample") else spec.staleness
+            spec.staleness = 1
+        if spec.trainer != "mspipe":
+            spec.max_staleness = RunSpec.max_staleness
         return spec
 
     def key(self) -> str:
@@ -67,12 +70,16 @@ class RunSpec:
     def label(self) -> str:
         r = self.resolved()
         name = r.trainer
-        if r.negatives != "auto":
+        if r.negatives != "all":
             name += f"-neg{r.negatives}"
         if r.trainer == "fixed-staleness":
             name += f"-k{r.staleness}"
         if r.trainer == "mspipe" and not r.mitigation:
             name += "-nomit"
+        if r.trainer == "mspipe" and r.max_staleness != RunSpec.max_staleness:
+            name += f"-kmax{r.max_staleness}"
+        if r.trainer != "sequential" and r.prefetch != RunSpec.prefetch:
+            name += f"-d{r.prefetch}"
         ds = Path(r.dataset).name if r.dataset != "synthetic" else "synthetic"
         ds = ds.split(":")[0]
         return f"{r.model}_{ds}_{name}_s{r.seed}"
@@ -109,6 +116,7 @@ def environment() -> dict:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
+        "hostname": platform.node(),
         "git_commit": commit,
     }
 

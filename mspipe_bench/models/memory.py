@@ -53,9 +53,14 @@ class MemoryStore:
         self.touched = torch.zeros(num_nodes, dtype=torch.bool)
         self.mail_next = torch.zeros(num_nodes, dtype=torch.int64)  # ring-buffer slot of the next mail
         self.version = 0
-        # ids written by the most recent update (the "recently updated" pool used by mitigation)
-        self.recent_ids = torch.zeros(0, dtype=torch.int64)
+        # the "recently updated" pool used by mitigation: ids written by the most recent update, their
+        # memory and its unit vectors (replaced, never mutated, by each update: readers need no copy)
+        self._set_recent(torch.zeros(0, dtype=torch.int64), torch.zeros(0, dim))
         self.lock = threading.Lock()
+
+    def _set_recent(self, ids: torch.Tensor, mem: torch.Tensor) -> None:
+        self.recent_ids, self.recent_mem = ids, mem
+        self.recent_unit = torch.nn.functional.normalize(mem, dim=1)
 
     def _tensors(self) -> tuple[str, ...]:
         return ("mem", "mem_ts", "mail", "mail_ts", "mail_mask", "touched", "mail_next")
@@ -65,7 +70,7 @@ class MemoryStore:
             for name in self._tensors():
                 getattr(self, name).zero_()
             self.version = 0
-            self.recent_ids = torch.zeros(0, dtype=torch.int64)
+            self._set_recent(torch.zeros(0, dtype=torch.int64), torch.zeros(0, self.dim))
 
     def share_memory_(self) -> "MemoryStore":
         for name in self._tensors():
@@ -76,7 +81,7 @@ class MemoryStore:
         with self.lock:
             snap = {name: getattr(self, name).clone() for name in self._tensors()}
             snap["version"] = self.version
-            snap["recent_ids"] = self.recent_ids.clone()
+            snap["recent_ids"], snap["recent_mem"] = self.recent_ids, self.recent_mem
             return snap
 
     def restore(self, snap: dict) -> None:
@@ -84,7 +89,7 @@ class MemoryStore:
             for name in self._tensors():
                 getattr(self, name).copy_(snap[name])
             self.version = snap["version"]
-            self.recent_ids = snap["recent_ids"].clone()
+            self._set_recent(snap["recent_ids"], snap["recent_mem"])
 
     def check_ids(self, ids: torch.Tensor) -> None:
         if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= self.num_nodes):
@@ -139,5 +144,5 @@ class MemoryStore:
                 self.mail_ts.index_put_((u_mail, slot), new_mail_ts)
                 self.mail_mask.index_put_((u_mail, slot), torch.ones(len(u_mail), dtype=torch.bool))
                 self.mail_next.index_copy_(0, u_mail, (slot + 1) % self.mailbox_size)
-            self.recent_ids = u_mem
+            self._set_recent(u_mem, new_mem)
             self.version = self.version + 1 if version is None else version

@@ -3,7 +3,8 @@
 Among the fetched nodes whose memory has been written before, those whose time since the last update is in
 the top ``quantile`` (default: stalest 1%) get ``s_v <- (1 - λ) s_v + λ · mean(s_u, u ∈ Sim(v))`` where
 ``Sim(v)`` are the ``n`` most cosine-similar memories among the recently updated nodes (the ids written by
-the store's last committed update). Cost: one ``[stale, recent]`` similarity matrix — a small fraction of M.
+the store's last committed update; the store keeps their memory and unit vectors, computed once in U). Cost
+at M: one ``[stale, recent]`` similarity matrix and a top-n.
 """
 
 from __future__ import annotations
@@ -35,9 +36,8 @@ def mitigate(rows: MemoryRows, store: MemoryStore, now: float, cfg: MitigationCo
     """Blend the stalest fetched memories in ``rows.mem`` (in place) toward similar fresh ones.
     Returns the number of nodes mitigated."""
     cand = rows.touched.nonzero().squeeze(1)
-    with store.lock:
-        recent = store.recent_ids
-        recent_mem = store.mem.index_select(0, recent)
+    with store.lock:  # the pool (ids, memory, unit vectors) is replaced as a whole by each update
+        recent, recent_mem, recent_unit = store.recent_ids, store.recent_mem, store.recent_unit
     if len(cand) == 0 or len(recent) == 0:
         return 0
     count = max(1, int(round(cfg.quantile * len(rows.ids))))
@@ -45,7 +45,7 @@ def mitigate(rows: MemoryRows, store: MemoryStore, now: float, cfg: MitigationCo
     age = now - rows.mem_ts.index_select(0, cand)
     stale = cand[torch.topk(age, count).indices]
     s = rows.mem.index_select(0, stale)
-    sim = torch.nn.functional.normalize(s, dim=1) @ torch.nn.functional.normalize(recent_mem, dim=1).T
+    sim = torch.nn.functional.normalize(s, dim=1) @ recent_unit.T
     # a node never counts as its own neighbour
     sim = sim.masked_fill(rows.ids.index_select(0, stale)[:, None] == recent[None, :], -2.0)
     n = min(cfg.neighbors, len(recent))

@@ -10,17 +10,18 @@ import numpy as np
 from mspipe_bench.data.graph import TemporalGraph
 
 
-NEGATIVE_MODES = ("auto", "all")
+NEGATIVE_MODES = ("all", "dst")
 
 
 class NegativeSampler:
-    """``mode='auto'``: the destination side of a bipartite graph (DyGLib / the TGN paper's convention),
-    all nodes otherwise; ``mode='all'``: all nodes (TGL's convention, easier on bipartite graphs)."""
+    """``mode='all'`` (default): every node (TGL's convention); ``mode='dst'``: the destination side of a
+    bipartite graph (DyGLib's and the TGN paper's convention; harder: a negative is always a plausible
+    destination), all nodes for a graph that is not bipartite."""
 
-    def __init__(self, graph: TemporalGraph, mode: str = "auto"):
+    def __init__(self, graph: TemporalGraph, mode: str = "all"):
         if mode not in NEGATIVE_MODES:
             raise ValueError(f"negative sampling mode {mode!r} is not one of {', '.join(NEGATIVE_MODES)}")
-        if graph.dst_candidates is not None and mode == "auto":
+        if graph.dst_candidates is not None and mode == "dst":
             self.candidates = np.unique(graph.dst_candidates)
         else:
             self.candidates = None

@@ -240,7 +240,7 @@ def make_context(
     seed: int = 0,
     mitigation: MitigationConfig | None = None,
     eval_seed: int = 12345,
-    negatives: str = "auto",
+    negatives: str = "all",
 ) -> StageContext:
     """Everything the stages need, built from a graph and a model config; ``seed`` fixes the parameters,
     training negatives, sampling and dropout."""

@@ -10,8 +10,8 @@ the run-ahead is bounded by the prefetch depth (S(i) after M(i-D)) and by k.
 
 ``mspipe`` decides, when F(i) has finished, the minimal bound k(i) and the delayed start of M(i)
 (``rules.choose_staleness`` / ``rules.delayed_fetch_start``) from what is known at that moment and the
-online stage-time estimates (EMA). Until every stage has been timed once it uses ``max_staleness`` without
-delay.
+online stage-time estimates (EMA, carried across epochs). Until every stage has been timed once it uses
+k = 2 without delay.
 
 A failure in any stage stops every worker at its next wait and reaches the caller as :class:`StageError`
 (stage, phase, iteration); KeyboardInterrupt in the caller stops the workers the same way. No thread
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from mspipe_bench.stages.stages import Batch, StageContext, StageError, run_stage
 from mspipe_bench.trainers.rules import (
     STAGES,
+    WARMUP_STALENESS,
     Schedule,
     StageEstimator,
     TimelineView,
@@ -191,8 +192,8 @@ class Executor:
         i = b.i
         if i == 0:
             return 1, None
-        if not self.estimator.ready():
-            return self.schedule.max_staleness, None
+        if not self.estimator.ready():  # warm-up: no estimate of every stage yet (U(0) not finished)
+            return min(WARMUP_STALENESS, self.schedule.max_staleness), None
         with self._cond:
             f_end = self._view.end[("F", i)]
             self._view.now = time.perf_counter()  # running stages end, pending ones start, no earlier than now

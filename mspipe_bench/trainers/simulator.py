@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from mspipe_bench.trainers.rules import (
+    WARMUP_STALENESS,
     STAGES,
     TRAINERS,
     Schedule,
@@ -57,7 +58,7 @@ from mspipe_bench.trainers.rules import (
 
 PIPELINE_WORKERS = {"S": "sampler", "F": "loader", "M": "loader", "T": "trainer", "U": "updater"}
 SEQUENTIAL_WORKER = "main"
-WARMUP_MODES = ("first", "max")
+WARMUP_MODES = ("first", "cold")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -501,8 +502,8 @@ class _Sim:
             return self.schedule.fixed_k(), f_end
         self.advance_view(f_end)
         if i > 0 and not self.estimator.ready():
-            # warm-up without estimates: largest bound, fetch as early as allowed
-            k = self.schedule.max_staleness
+            # cold start without estimates, as the executor's first epoch: the warm-up bound, no delay
+            k = min(WARMUP_STALENESS, self.schedule.max_staleness)
             self._warmup_max_used.append(i)
             planned = f_end
         else:
@@ -539,7 +540,7 @@ class _Sim:
         if self.schedule.adaptive and self._warmup_max_used:
             self.notes.append(
                 "no stage-time estimates yet for iterations "
-                f"{self._warmup_max_used[0]}..{self._warmup_max_used[-1]}: k = max_staleness, fetch not delayed"
+                f"{self._warmup_max_used[0]}..{self._warmup_max_used[-1]}: k = {WARMUP_STALENESS} (cold start), fetch not delayed"
             )
 
 
