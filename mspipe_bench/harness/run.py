@@ -129,6 +129,7 @@ def write_json_atomic(path: str | Path, data: dict) -> Path:
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=1)
             fh.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; result files are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
