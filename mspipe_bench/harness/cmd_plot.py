@@ -12,6 +12,14 @@ def _cmd(args) -> int:
     print(f"figures in {report.out_dir} ({len(report.written)} written, {len(report.skipped)} skipped):")
     for line in report.lines():
         print(line)
+    if report.written:
+        from pathlib import Path
+
+        from mspipe_bench.harness.plots import summary_text
+
+        text = summary_text(args.results)
+        (Path(report.out_dir) / "summary.txt").write_text(text + "\n")
+        print(text)
     return 0 if report.written else 1
 
 
@@ -26,7 +34,8 @@ def register(sub) -> None:
         help="draw the figures (throughput, accuracy, staleness, Gantt, ...) from result files",
         description="Draw figures from result files only (PNG and PDF each): " + ", ".join(FIGURES)
         + ". A figure whose data is absent is skipped with the reason. Only complete runs are used; speedups "
-        "are ratios to the sequential run of the same seed in the same directory.",
+        "are ratios to the sequential run of the same seed in the same directory. Also prints (and writes to "
+        "OUT/summary.txt) the trainer table and the measured-versus-simulated throughput per trainer.",
     )
     p.add_argument("results", nargs="+", metavar="RESULTS", help="result directories or files")
     p.add_argument("-o", "--out", default="plots", help="output directory (default: plots)")

@@ -791,3 +791,25 @@ def _write_index(report: PlotReport, df: pd.DataFrame) -> None:
         lines.append(f"- `{name}`: skipped -- {why}")
     report.out_dir.mkdir(parents=True, exist_ok=True)
     (report.out_dir / "index.md").write_text("\n".join(lines) + "\n")
+
+
+def summary_text(source) -> str:
+    """The trainer table (events/s, speedup, test AP, staleness, bubbles) and, per trainer, the measured
+    versus simulated events/s (simulation replaying the same-seed sequential run's stage times) as text."""
+    from mspipe_bench.harness.results import load_results, speedups, trainer_table
+
+    df = speedups(load_results(source, on_skip=lambda *a: None))
+    df = df[df["status"] == "complete"]
+    parts = ["Measured (one row per trainer, mean ± std over seeds):", trainer_table(df)]
+    table = measured_vs_simulated_table(df, _Results())
+    if not table.empty:
+        g = table.groupby(["model", "dataset", "variant"], sort=False)
+        agg = g.agg(runs=("measured", "size"), measured=("measured", "median"), simulated=("simulated", "median"),
+                    efficiency=("efficiency", "median")).reset_index()
+        lines = ["", "Pipeline efficiency = measured / simulated events/s (simulated: the same-seed sequential "
+                 "run's stage times replayed under each trainer's rules; medians over seeds):"]
+        for _, r in agg.iterrows():
+            lines.append(f"  {r['model']:<6} {r['dataset']:<12} {r['variant']:<22} runs {r['runs']}  measured "
+                         f"{r['measured']:>9,.0f}  simulated {r['simulated']:>9,.0f}  efficiency {r['efficiency']:.2f}")
+        parts.append("\n".join(lines))
+    return "\n".join(parts)

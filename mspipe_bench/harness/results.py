@@ -128,7 +128,7 @@ def result_files(paths_or_dirs: str | Path | Iterable[str | Path]) -> list[Path]
 
 
 def variant_name(trainer: str, staleness=None, mitigation=None, max_staleness=None, prefetch=None,
-                 negatives=None) -> str:
+                 negatives=None, torch_threads=None) -> str:
     """Trainer with the parameters that make it a different schedule or numerics: ``fixed-staleness-k3``,
     ``mspipe-nomit``, ``mspipe-kmax3`` (cap other than the default 4), ``presample-d3`` (prefetch depth
     other than the default 2), ``sequential-negdst`` (negatives other than ``all``); extends
@@ -146,6 +146,8 @@ def variant_name(trainer: str, staleness=None, mitigation=None, max_staleness=No
         name += "-nomit"
     elif trainer != "mspipe" and mitigation:
         name += "-mit"
+    if torch_threads not in (None, 1):
+        name += f"-t{torch_threads}"
     return name
 
 
@@ -181,7 +183,7 @@ def row_of(result: dict, path: str | Path) -> dict:
     row["n_epochs_done"] = len(result["epochs"])
     row["n_iterations"] = len(result["iterations"])
     row["variant"] = variant_name(c["trainer"], c.get("staleness"), c.get("mitigation"), c.get("max_staleness"),
-                                  c.get("prefetch"), c.get("negatives"))
+                                  c.get("prefetch"), c.get("negatives"), c.get("torch_threads"))
     row["dataset_label"] = dataset_label(c["dataset"], ds.get("name"))
     row["path"] = str(path)
     row["dir"] = str(path.resolve().parent)

@@ -80,6 +80,8 @@ class RunSpec:
             name += f"-kmax{r.max_staleness}"
         if r.trainer != "sequential" and r.prefetch != RunSpec.prefetch:
             name += f"-d{r.prefetch}"
+        if r.torch_threads != RunSpec.torch_threads:
+            name += f"-t{r.torch_threads}"
         ds = Path(r.dataset).name if r.dataset != "synthetic" else "synthetic"
         ds = ds.split(":")[0]
         return f"{r.model}_{ds}_{name}_s{r.seed}"

@@ -231,7 +231,7 @@ class Executor:
             self._view.now = time.perf_counter()  # running stages end, pending ones start, no earlier than now
             k, _ = choose_staleness(self._view, i, f_end)
             self._view.k[i] = k
-            return k, delayed_fetch_start(self._view, i, f_end, k)
+            return k, delayed_fetch_start(self._view, i, f_end, k, self.estimator.fetch_margin())
 
     def _run_one(self, stage: str, b: Batch) -> None:
         until = None

@@ -103,17 +103,27 @@ def k_min_steady_state(tau_m: float, tau_u: float, tau_t: float) -> int:
 
 
 class StageEstimator:
-    """Online stage-time estimates: an exponential moving average per stage kind."""
+    """Online stage-time estimates: an exponential moving average per stage kind, and an EMA of the absolute
+    deviation from it (how much the stage jitters)."""
 
     def __init__(self, alpha: float = 0.2, initial: dict[str, float] | None = None):
         self.alpha = alpha
         self.tau: dict[str, float | None] = {s: None for s in STAGES}
+        self.dev: dict[str, float] = {s: 0.0 for s in STAGES}
         if initial:
             self.tau.update(initial)
 
     def observe(self, stage: str, seconds: float) -> None:
         old = self.tau[stage]
+        if old is not None:
+            self.dev[stage] = (1 - self.alpha) * self.dev[stage] + self.alpha * abs(seconds - old)
         self.tau[stage] = seconds if old is None else (1 - self.alpha) * old + self.alpha * seconds
+
+    def fetch_margin(self) -> float:
+        """Safety margin of the delayed fetch: M(i) is timed to end this long before the predicted end of
+        T(i-1) — twice the typical deviation of T and of M (0 when stage times are constant), so ordinary
+        jitter does not make T wait for a fetch that started too late."""
+        return 2.0 * (self.dev["T"] + self.dev["M"])
 
     def get(self, stage: str) -> float:
         v = self.tau[stage]
@@ -183,11 +193,12 @@ def choose_staleness(view: TimelineView, i: int, f_end: float) -> tuple[int, boo
     return next(k for k in range(1, cap + 1) if ready[k - 1] <= best + 1e-9), False
 
 
-def delayed_fetch_start(view: TimelineView, i: int, f_end: float, k: int) -> float:
-    """design.md §2: start M(i) at ``max(end F(i), end U(i-k), predicted end T(i-1) - tau_M)``."""
+def delayed_fetch_start(view: TimelineView, i: int, f_end: float, k: int, margin: float = 0.0) -> float:
+    """design.md §2: start M(i) at ``max(end F(i), end U(i-k), predicted end T(i-1) - tau_M - margin)``;
+    ``margin`` (:meth:`StageEstimator.fetch_margin`) absorbs the jitter of the predictions."""
     memo: dict = {}
     return max(
         f_end,
         view.predicted_end("U", i - k, memo),
-        view.predicted_end("T", i - 1, memo) - view.tau("M"),
+        view.predicted_end("T", i - 1, memo) - view.tau("M") - margin,
     )

@@ -510,7 +510,8 @@ class _Sim:
             k, feasible = choose_staleness(self.view, i, f_end)
             if not feasible:
                 self.infeasible.append(i)
-            planned = delayed_fetch_start(self.view, i, f_end, k) if self.delayed_fetch else f_end
+            planned = (delayed_fetch_start(self.view, i, f_end, k, self.estimator.fetch_margin())
+                       if self.delayed_fetch else f_end)
         self.view.k[i] = k
         return k, planned
 
