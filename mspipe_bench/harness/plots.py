@@ -646,6 +646,8 @@ def measured_vs_simulated_table(df: pd.DataFrame, results: _Results) -> pd.DataF
         ref = seqs[(seqs["dir"] == run["dir"]) & (seqs["config.model"] == run["config.model"])
                    & (seqs["config.dataset"] == run["config.dataset"]) & (seqs["config.seed"] == run["config.seed"])
                    & (seqs["config.epochs"] == run["config.epochs"])
+                   & (seqs["config.torch_threads"].astype(object).fillna(1)
+                      == (1 if pd.isna(run["config.torch_threads"]) else run["config.torch_threads"]))
                    & (seqs["config.batch_size"] == run["config.batch_size"])
                    & (seqs["config.max_iterations"].astype(object).fillna(-1)
                       == (-1 if pd.isna(run["config.max_iterations"]) else run["config.max_iterations"]))]
