@@ -194,9 +194,9 @@ def _grouped_positions(groups, variants_of):
     return pos, centers
 
 
-def plot_throughput(plt, df: pd.DataFrame) -> Any:
-    if df.empty:
-        raise Skip("no complete runs")
+def _grouped_bars_layout(plt, df: pd.DataFrame, nrows: int, row_height: float, extra_height: float):
+    """Bars grouped by model x dataset, one bar per trainer variant: the groups, the variants of a group,
+    bar positions, group centres, and a figure with ``nrows`` stacked axes sharing x."""
     groups = _groups(df)
     variants = order_variants(df["variant"])
 
@@ -205,11 +205,18 @@ def plot_throughput(plt, df: pd.DataFrame) -> Any:
         return [v for v in variants if v in set(sub["variant"])]
 
     pos, centers = _grouped_positions(groups, variants_of)
+    width = max(7.0, 1.6 + 0.55 * len(pos) + 0.4 * len(groups))
+    fig, axes = plt.subplots(nrows, 1, figsize=(width, row_height * nrows + extra_height), sharex=True,
+                             squeeze=False)
+    return groups, variants_of, pos, centers, fig, axes[:, 0]
+
+
+def plot_throughput(plt, df: pd.DataFrame) -> Any:
+    if df.empty:
+        raise Skip("no complete runs")
     has_speedup = df["speedup_vs_sequential"].notna().any()
     nrows = 2 if has_speedup else 1
-    width = max(7.0, 1.6 + 0.55 * len(pos) + 0.4 * len(groups))
-    fig, axes = plt.subplots(nrows, 1, figsize=(width, 3.4 * nrows + 0.6), sharex=True, squeeze=False)
-    axes = axes[:, 0]
+    groups, variants_of, pos, centers, fig, axes = _grouped_bars_layout(plt, df, nrows, 3.4, 0.6)
     metrics = [("metrics.train_events_per_s", "training events/s (measured)", "{:,.0f}")]
     if has_speedup:
         metrics.append(("speedup_vs_sequential", "speedup over sequential\n(same seed, same sweep)", "{:.2f}x"))
@@ -249,19 +256,9 @@ def plot_accuracy(plt, df: pd.DataFrame) -> Any:
     df = df[df["metrics.test_ap"].notna()] if "metrics.test_ap" in df.columns else df.iloc[0:0]
     if df.empty:
         raise Skip("no complete run with metrics.test_ap")
-    groups = _groups(df)
-    variants = order_variants(df["variant"])
-
-    def variants_of(g):
-        sub = df[(df["config.model"] == g[0]) & (df["dataset_label"] == g[1])]
-        return [v for v in variants if v in set(sub["variant"])]
-
-    pos, centers = _grouped_positions(groups, variants_of)
     has_delta = df["test_ap_delta_vs_sequential"].notna().any()
     nrows = 2 if has_delta else 1
-    width = max(7.0, 1.6 + 0.55 * len(pos) + 0.4 * len(groups))
-    fig, axes = plt.subplots(nrows, 1, figsize=(width, 3.3 * nrows + 0.9), sharex=True, squeeze=False)
-    axes = axes[:, 0]
+    groups, variants_of, pos, centers, fig, axes = _grouped_bars_layout(plt, df, nrows, 3.3, 0.9)
     seeds = sorted(df["config.seed"].unique())
     panels = [("metrics.test_ap", "test AP\n(mean of per-batch AP)", "{:.3f}")]
     if has_delta:

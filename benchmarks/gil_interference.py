@@ -1,0 +1,47 @@
+"""Run from the repository root: .venv/bin/python benchmarks/gil_interference.py (needs ../shared/datasets/wikipedia).
+
+Why T slows down beside the other stages: T of TGN/Wikipedia in a worker thread, alone, beside a thread
+running the real S stage in a loop, beside a thread holding the GIL in pure Python, and beside a thread
+busy in a GIL-free numpy kernel."""
+import sys, threading, time, numpy as np, torch
+torch.set_num_threads(1)
+sys.setswitchinterval(0.0005)
+from mspipe_bench.data.loaders import load_dataset
+from mspipe_bench.models.config import load_config
+from mspipe_bench.stages import make_context, run_stage
+from mspipe_bench.stages.stages import train_step, sample
+g = load_dataset("../shared/datasets/wikipedia")
+ctx = make_context(g, load_config("tgn"), seed=0)
+bs = ctx.batches("train", 0, g.split().train_end)
+for b in bs[:30]:
+    for s in "SFMTU": run_stage(ctx, s, b)
+b = bs[30]
+for s in "SFM": run_stage(ctx, s, b)
+rows = b.rows
+def t_once():
+    b.rows = rows; t = time.perf_counter(); train_step(ctx, b); return time.perf_counter() - t
+stop = threading.Event()
+def bg_sample():
+    bb = bs[31]
+    while not stop.is_set(): sample(ctx, bb)
+def bg_python():
+    while not stop.is_set(): sum(i * i for i in range(2000))
+big = np.random.rand(4_000_000)
+def bg_numpy():
+    while not stop.is_set(): np.sort(big)
+def measure(bg, n=12):
+    stop.clear()
+    th = threading.Thread(target=bg) if bg else None
+    if th: th.start()
+    out = []
+    def work():
+        for _ in range(n): out.append(t_once())
+    w = threading.Thread(target=work); w.start(); w.join()
+    stop.set()
+    if th: th.join()
+    return np.median(out[2:]) * 1e3
+res = {}
+for rnd in range(2):
+    for name, bg in [("alone", None), ("beside S loop", bg_sample), ("beside pure-Python (GIL held)", bg_python), ("beside numpy sort (GIL free)", bg_numpy)]:
+        res.setdefault(name, []).append(measure(bg))
+for k, v in res.items(): print(f"T {k:32s} {np.mean(v):6.1f} ms  (rounds: {', '.join(f'{x:.1f}' for x in v)})")
