@@ -376,3 +376,15 @@ def test_cli_help_lists_the_harness_commands_without_heavy_imports():
     from mspipe_bench.harness import cmd_plot, plots
 
     assert cmd_plot.FIGURES == plots.FIGURES
+
+
+def test_resume_skips_only_results_measured_on_this_machine(tmp_path):
+    import platform
+
+    from mspipe_bench.harness.run import RunSpec, default_result_path, write_json_atomic
+
+    spec = RunSpec(model="tgn", dataset="synthetic:nodes=200,events=3000", epochs=1, max_iterations=3)
+    path = default_result_path(spec, tmp_path)
+    for host, found in ((platform.node(), True), ("another-machine", False)):
+        write_json_atomic(path, {"status": "complete", "config": {"key": spec.key()}, "env": {"hostname": host}})
+        assert (sweep.existing_result(spec, tmp_path) == path) is found

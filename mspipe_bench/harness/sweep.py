@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import platform
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -239,7 +240,9 @@ def load_runs(path: str | Path) -> tuple[list[RunSpec], dict]:
 
 # ------------------------------------------------------------------------------------------- resuming
 def existing_result(spec: RunSpec, results_dir: str | Path) -> Path | None:
-    """The complete result file of ``spec`` in ``results_dir`` (matched by key), or None."""
+    """The complete result file of ``spec`` in ``results_dir`` (matched by key) measured on this machine
+    (``env.hostname``), or None. Results committed from another machine are redone, so the main job on a
+    fresh clone measures the machine it runs on."""
     key = spec.key()
     d = Path(results_dir)
     if not d.is_dir():
@@ -254,7 +257,8 @@ def existing_result(spec: RunSpec, results_dir: str | Path) -> Path | None:
             warnings.warn(f"{p}: unreadable result file, the run will be redone", stacklevel=2)
             continue
         if (isinstance(data, dict) and data.get("status") == "complete"
-                and data.get("config", {}).get("key") == key):
+                and data.get("config", {}).get("key") == key
+                and data.get("env", {}).get("hostname", platform.node()) == platform.node()):
             return p
     return None
 
