@@ -13,15 +13,6 @@ from mspipe_bench.models.memory import MemoryStore, last_occurrence
 from mspipe_bench.models.mitigation import MitigationConfig, mitigate
 from mspipe_bench.stages import make_context, run_stage
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread. With 2 OpenMP threads on a loaded 2-core machine, DGL's kernels
-    spin-wait and a tiny training step takes ~15x longer."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 F64 = torch.float64
 

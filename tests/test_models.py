@@ -16,15 +16,6 @@ from mspipe_bench.models.config import ModelConfig, from_dict, load_config
 from mspipe_bench.models.layers import TemporalAttentionLayer, TimeEncode
 from mspipe_bench.stages import make_context, run_stage
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread. With 2 OpenMP threads on a loaded 2-core machine, DGL's kernels
-    spin-wait and a tiny training step takes ~15x longer."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 SMALL = ["memory.dim=8", "memory.time_dim=4", "gnn.time_dim=4", "gnn.dim_out=8"]
 PRESETS = ["tgn", "jodie", "apan"]

@@ -24,6 +24,8 @@ from typing import Iterable
 
 import pandas as pd
 
+from mspipe_bench.harness.run import variant_name
+
 SCHEMA_PREFIX = "mspipe-bench/result/"
 SUPPORTED_SCHEMAS = ("mspipe-bench/result/1",)
 REQUIRED = {
@@ -125,30 +127,6 @@ def result_files(paths_or_dirs: str | Path | Iterable[str | Path]) -> list[Path]
         else:
             raise FileNotFoundError(f"{p}: no such file or directory")
     return list(dict.fromkeys(files))
-
-
-def variant_name(trainer: str, staleness=None, mitigation=None, max_staleness=None, prefetch=None,
-                 negatives=None, torch_threads=None) -> str:
-    """Trainer with the parameters that make it a different schedule or numerics: ``fixed-staleness-k3``,
-    ``mspipe-nomit``, ``mspipe-kmax3`` (cap other than the default 4), ``presample-d3`` (prefetch depth
-    other than the default 2), ``sequential-negdst`` (negatives other than ``all``); extends
-    :meth:`RunSpec.label`."""
-    name = trainer
-    if negatives not in (None, "all"):
-        name += f"-neg{negatives}"
-    if trainer == "fixed-staleness":
-        name = f"fixed-staleness-k{staleness}"
-    if trainer == "mspipe" and max_staleness not in (None, 4):
-        name += f"-kmax{max_staleness}"
-    if trainer != "sequential" and prefetch not in (None, 2):
-        name += f"-d{prefetch}"
-    if trainer == "mspipe" and mitigation is not None and not mitigation:
-        name += "-nomit"
-    elif trainer != "mspipe" and mitigation:
-        name += "-mit"
-    if torch_threads not in (None, 1):
-        name += f"-t{torch_threads}"
-    return name
 
 
 def dataset_label(spec: str, name: str | None = None) -> str:

@@ -67,24 +67,41 @@ class RunSpec:
         blob = json.dumps(d, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
+    def variant(self) -> str:
+        r = self.resolved()
+        return variant_name(r.trainer, r.staleness, r.mitigation, r.max_staleness, r.prefetch, r.negatives,
+                            r.torch_threads)
+
     def label(self) -> str:
         r = self.resolved()
-        name = r.trainer
-        if r.negatives != "all":
-            name += f"-neg{r.negatives}"
-        if r.trainer == "fixed-staleness":
-            name += f"-k{r.staleness}"
-        if r.trainer == "mspipe" and not r.mitigation:
-            name += "-nomit"
-        if r.trainer == "mspipe" and r.max_staleness != RunSpec.max_staleness:
-            name += f"-kmax{r.max_staleness}"
-        if r.trainer != "sequential" and r.prefetch != RunSpec.prefetch:
-            name += f"-d{r.prefetch}"
-        if r.torch_threads != RunSpec.torch_threads:
-            name += f"-t{r.torch_threads}"
+        name = self.variant()
         ds = Path(r.dataset).name if r.dataset != "synthetic" else "synthetic"
         ds = ds.split(":")[0]
         return f"{r.model}_{ds}_{name}_s{r.seed}"
+
+
+def variant_name(trainer: str, staleness=None, mitigation=None, max_staleness=None, prefetch=None,
+                 negatives=None, torch_threads=None) -> str:
+    """The trainer plus whatever makes it a different schedule or numerics than the defaults:
+    ``fixed-staleness-k3``, ``mspipe-kmax3``, ``presample-d3`` (prefetch depth), ``mspipe-nomit`` /
+    ``sequential-mit`` (mitigation off for mspipe / on for another trainer), ``-negdst`` (negatives other than
+    ``all``), ``-t2`` (torch threads other than 1). ``None`` means "not recorded": the default."""
+    name = trainer
+    if trainer == "fixed-staleness":
+        name += f"-k{staleness}"
+    if trainer == "mspipe" and max_staleness not in (None, RunSpec.max_staleness):
+        name += f"-kmax{max_staleness}"
+    if trainer != "sequential" and prefetch not in (None, RunSpec.prefetch):
+        name += f"-d{prefetch}"
+    if trainer == "mspipe" and mitigation is not None and not mitigation:
+        name += "-nomit"
+    elif trainer != "mspipe" and mitigation:
+        name += "-mit"
+    if negatives not in (None, RunSpec.negatives):
+        name += f"-neg{negatives}"
+    if torch_threads not in (None, RunSpec.torch_threads):
+        name += f"-t{torch_threads}"
+    return name
 
 
 def environment() -> dict:
@@ -188,7 +205,7 @@ def run(spec: RunSpec, progress: bool = False, hook=None) -> dict:
         "metrics": metrics,
         "epochs": res.epochs,
         "stages": stages,
-        "iterations": [r.to_dict(ctx.timeline.origin) for r in res.iterations],
+        "iterations": [r.to_dict() for r in res.iterations],
         "timeline": {
             "columns": ["phase", "epoch", "i", "stage", "start", "end", "thread"],
             "rows": [list(r) for r in ctx.timeline.rows],

@@ -452,10 +452,6 @@ def describe_plan(runs: Iterable[RunSpec]) -> str:
     models = sorted({r.model for r in runs})
     datasets = sorted({r.dataset for r in runs})
     seeds = sorted({r.seed for r in runs})
-    from mspipe_bench.harness.results import variant_name
-
-    variants = list(dict.fromkeys(
-        variant_name(s.trainer, s.staleness, s.mitigation, s.max_staleness, s.prefetch,
-                     getattr(s, "negatives", None)) for s in (r.resolved() for r in runs)))
+    variants = list(dict.fromkeys(r.variant() for r in runs))
     return (f"{len(runs)} runs: models {', '.join(models)}; datasets {', '.join(datasets)}; "
             f"trainers {', '.join(variants)}; seeds {', '.join(map(str, seeds))}")

@@ -63,7 +63,7 @@ class IterationRecord:
     loss: float
     times: dict  # stage -> (start, end, thread), perf_counter seconds
 
-    def to_dict(self, origin: float) -> dict:
+    def to_dict(self) -> dict:
         return {
             "epoch": self.epoch,
             "i": self.i,
