@@ -13,7 +13,7 @@ from torch import nn
 
 from mspipe_bench.data.graph import TemporalGraph
 from mspipe_bench.models.config import ModelConfig, from_dict, load_config
-from mspipe_bench.models.layers import TemporalAttentionLayer, TimeEncode
+from mspipe_bench.models.layers import TemporalAttentionLayer, TimeEncode, _CosEncode
 from mspipe_bench.stages import make_context, run_stage
 
 
@@ -346,7 +346,28 @@ def test_attention_layer_matches_brute_force(dim_edge):
         ref = brute_attention(layer, block, h, index, ef)
     assert got.shape == (num_dst, D)
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
-    # and gradients flow to h through the index
-    h_req = h.clone().requires_grad_(True)
-    layer(block, h_req, index, ef).sum().backward()
-    assert h_req.grad is not None and torch.isfinite(h_req.grad).all()
+    # gradients (to h through the index, to every parameter incl. the time encoding's ω and φ) equal
+    # autograd's through the brute-force definition
+    params = [h.clone().requires_grad_(True)] + list(layer.parameters())
+    weights = torch.randn(num_dst, D)
+    got_g = torch.autograd.grad((layer(block, params[0], index, ef) * weights).sum(), params)
+    ref_g = torch.autograd.grad((brute_attention(layer, block, params[0], index, ef) * weights).sum(), params)
+    for g_got, g_ref in zip(got_g, ref_g):
+        torch.testing.assert_close(g_got, g_ref, rtol=1e-4, atol=1e-5)
+    assert got_g[0].abs().sum() > 0 and got_g[-1].abs().sum() > 0
+
+
+def test_attention_layer_rejects_edges_not_grouped_by_destination():
+    layer = TemporalAttentionLayer(3, 0, 4, 6, 2, dropout=0.0, attn_dropout=0.0)
+    block = dgl.create_block((torch.tensor([2, 3]), torch.tensor([1, 0])), num_src_nodes=4, num_dst_nodes=2)
+    block.edata["dt"] = torch.tensor([1.0, 2.0])
+    with pytest.raises(ValueError, match="grouped by destination"):
+        layer(block, torch.randn(4, 3), torch.arange(4), None)
+
+
+def test_time_encode_backward_matches_autograd():
+    enc = TimeEncode(5).double()
+    with torch.no_grad():
+        enc.w.bias.normal_()
+    dt = torch.tensor([0.0, 0.5, 3.0, 17.0], dtype=torch.float64)
+    torch.autograd.gradcheck(lambda w, b: _CosEncode.apply(dt, w, b), (enc.w.weight.reshape(-1), enc.w.bias))

@@ -19,6 +19,23 @@ import torch
 from torch import nn
 
 
+class _CosEncode(torch.autograd.Function):
+    """``cos(dt ⊗ ω + b)`` with a backward that makes three passes over the ``[N, d]`` output instead of
+    autograd's six (sin, neg, two muls, two sums): ``g_x = -g·sin(x)``, ``∂ω = dt·g_x``, ``∂b = Σ g_x``."""
+
+    @staticmethod
+    def forward(ctx, dt: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        x = torch.addcmul(b, dt.unsqueeze(1), w.unsqueeze(0))
+        ctx.save_for_backward(dt, x)
+        return torch.cos(x)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        dt, x = ctx.saved_tensors
+        gx = torch.sin(x).mul_(g)  # = -∂L/∂x
+        return None, -(dt @ gx), -gx.sum(0)
+
+
 class TimeEncode(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
@@ -29,9 +46,9 @@ class TimeEncode(nn.Module):
             self.w.bias.zero_()
 
     def forward(self, dt: torch.Tensor) -> torch.Tensor:
-        # an outer product, not a K=1 GEMM
-        x = torch.addcmul(self.w.bias, dt.reshape(-1, 1).float(), self.w.weight.reshape(1, -1))
-        return torch.cos(x).reshape(*dt.shape, self.dim)
+        w = self.w.weight.reshape(-1)
+        out = _CosEncode.apply(dt.reshape(-1).to(w.dtype), w, self.w.bias)
+        return out.reshape(*dt.shape, self.dim)
 
 
 class RecurrentUpdater(nn.Module):
@@ -98,11 +115,18 @@ class TemporalAttentionLayer(nn.Module):
     ``α = edge_softmax(LeakyReLU(q·k_e))`` per head; ``z_v = Σ α v_e``;
     ``h'_v = LayerNorm(ReLU(Dropout(W_o [z_v ‖ h_v])))``.
 
-    Linear maps over concatenations are split (``W[a‖b‖c] = W_a a + W_b b + W_c c``) so the node term is
-    computed once per row of ``h`` (once per unique node in the first layer) and gathered, and the constant
-    ``φ(0)`` term once. Edge ``e`` runs from source instance ``num_dst + e`` (see ``sampling.blocks``), so the
-    per-edge keys/values are the gathered node terms plus the time (and edge-feature) terms, added inside
-    the GEMM; scores are DGL's fused ``e_dot_v``, the aggregation ``copy_e_sum`` after ``edge_softmax``.
+    Computed without any per-edge GEMM (on CPU the per-edge ``[E, 2d]`` keys/values and their gradients
+    were most of a TGN step). The maps over concatenations are split, ``W[a‖r] = W_a a + W_r r``:
+
+    - node terms ``W_k h_u``, ``W_v h_u`` once per row of ``h`` (per unique node in the first layer), used
+      by DGL's fused ``u_dot_v`` / ``u_mul_e_sum`` on a graph whose sources are those rows;
+    - per-edge terms ``r_e = φ(Δt_e)`` (and ``x_e``) enter through the query and the aggregate instead:
+      ``q·W_r r_e = (W_rᵀ q)·r_e`` and ``Σ α_e W_r r_e = W_r Σ α_e r_e``, two batched products over each
+      destination's ``≤ fanout`` edges laid out in a ``[num_dst, fanout, ·]`` grid.
+
+    ``α`` is DGL's ``edge_softmax`` over the block. Edges must be grouped by destination (``sampling.blocks``
+    emits them so); edge ``e`` runs from source instance ``num_dst + e`` whose row of ``h`` is
+    ``index[num_dst + e]``.
     """
 
     def __init__(self, dim_in: int, dim_edge: int, dim_time: int, dim_out: int, heads: int, dropout: float, attn_dropout: float):
@@ -126,21 +150,46 @@ class TemporalAttentionLayer(nn.Module):
         h_dst = h.index_select(0, index[:num_dst])
         q = self.w_q_h(h_dst) + self.w_q_t(self.time_enc(h.new_zeros(1)))
         if num_edges > 0:
-            # per edge: gathered node term + time term (+ edge-feature term), the add fused into the GEMM
-            kv = torch.addmm(
-                self.w_kv_h(h).index_select(0, index[num_dst:]),
-                self.time_enc(block.edata["dt"]),
-                self.w_kv_t.weight.t(),
-            )
+            q = q.view(num_dst, H, dh)
+            e_dst = block.edges()[1]
+            slot, width = _grid_slots(e_dst, num_dst)
+            # node terms on a graph whose sources are the rows of h
+            nodes = dgl.create_block((index[num_dst:], e_dst), num_src_nodes=len(h), num_dst_nodes=num_dst)
+            kv_h = self.w_kv_h(h).view(len(h), 2, H, dh)
+            k_h, v_h = kv_h[:, 0].contiguous(), kv_h[:, 1].contiguous()
+            # per-edge inputs on the [num_dst, width] grid (empty slots: zero attention, dropped scores)
+            dt = block.edata["dt"].new_zeros(num_dst * width).index_copy_(0, slot, block.edata["dt"])
+            per_edge = [(self.time_enc(dt).view(num_dst, width, -1), self.w_kv_t.weight)]
             if self.w_kv_e is not None:
-                kv = torch.addmm(kv, edge_feat, self.w_kv_e.weight.t())
-            k, v = kv.view(-1, 2, H, dh).unbind(1)
-            score = dgl.ops.e_dot_v(block, k, q.view(num_dst, H, dh))  # [E, H, 1]
-            att = self.attn_drop(dgl.ops.edge_softmax(block, nn.functional.leaky_relu(score, 0.2)))
-            z = dgl.ops.copy_e_sum(block, v * att).reshape(num_dst, self.dim_out)
+                x = edge_feat.new_zeros(num_dst * width, edge_feat.shape[1]).index_copy_(0, slot, edge_feat)
+                per_edge.append((x.view(num_dst, width, -1), self.w_kv_e.weight))
+            score = dgl.ops.u_dot_v(nodes, k_h, q).squeeze(2)  # [E, H]
+            for r, w in per_edge:
+                w_k = w[: self.dim_out].view(H, dh, -1)
+                qk = torch.einsum("vhd,hdr->vrh", q, w_k)  # W_kᵀ q per head: [num_dst, R, H]
+                score = score + torch.bmm(r, qk).view(num_dst * width, H).index_select(0, slot)
+            att = self.attn_drop(dgl.ops.edge_softmax(block, nn.functional.leaky_relu(score, 0.2)))  # [E, H]
+            z = dgl.ops.u_mul_e_sum(nodes, v_h, att.unsqueeze(2))  # [num_dst, H, dh]
+            att_grid = att.new_zeros(num_dst * width, H).index_copy(0, slot, att).view(num_dst, width, H)
+            for r, w in per_edge:
+                w_v = w[self.dim_out :].view(H, dh, -1)
+                z = z + torch.einsum("vhr,hdr->vhd", torch.bmm(att_grid.transpose(1, 2), r), w_v)
+            z = z.reshape(num_dst, self.dim_out)
         else:
             z = h.new_zeros(num_dst, self.dim_out)
         return self.norm(nn.functional.relu(self.drop(self.w_out(torch.cat([z, h_dst], dim=1)))))
+
+
+def _grid_slots(e_dst: torch.Tensor, num_dst: int) -> tuple[torch.Tensor, int]:
+    """For edges grouped by destination: each edge's slot ``dst · width + rank`` in a ``[num_dst, width]``
+    grid, ``width`` = the largest in-degree."""
+    if len(e_dst) > 1 and bool((e_dst[1:] < e_dst[:-1]).any()):
+        raise ValueError("block edges must be grouped by destination (sorted by destination id)")
+    deg = torch.bincount(e_dst, minlength=num_dst)
+    width = int(deg.max())
+    first = torch.cumsum(deg, 0) - deg
+    rank = torch.arange(len(e_dst)) - first.index_select(0, e_dst)
+    return e_dst * width + rank, width
 
 
 class TimeProjection(nn.Module):
