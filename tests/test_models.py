@@ -13,7 +13,13 @@ from torch import nn
 
 from mspipe_bench.data.graph import TemporalGraph
 from mspipe_bench.models.config import ModelConfig, from_dict, load_config
-from mspipe_bench.models.layers import TemporalAttentionLayer, TimeEncode, _CosEncode
+from mspipe_bench.models.layers import (
+    TemporalAttentionLayer,
+    TimeEncode,
+    _CosEncode,
+    _GridTimeAggregate,
+    _GridTimeScores,
+)
 from mspipe_bench.stages import make_context, run_stage
 
 
@@ -371,3 +377,22 @@ def test_time_encode_backward_matches_autograd():
         enc.w.bias.normal_()
     dt = torch.tensor([0.0, 0.5, 3.0, 17.0], dtype=torch.float64)
     torch.autograd.gradcheck(lambda w, b: _CosEncode.apply(dt, w, b), (enc.w.weight.reshape(-1), enc.w.bias))
+
+
+def test_grid_time_terms_backward_matches_autograd():
+    """The fused time-term functions against gradcheck (double precision, random grid, both used at once
+    the way the attention layer does: the aggregate's weights depend on the scores)."""
+    torch.manual_seed(0)
+    V, W, T, H = 3, 4, 5, 2
+    dt = torch.rand(V, W, dtype=torch.float64) * 10
+    omega = torch.rand(T, dtype=torch.float64, requires_grad=True)
+    phase = torch.randn(T, dtype=torch.float64, requires_grad=True)
+    qk = torch.randn(V, T, H, dtype=torch.float64, requires_grad=True)
+
+    def f(omega, phase, qk):
+        grid = {}
+        s = _GridTimeScores.apply(dt, omega, phase, qk, grid)
+        att = torch.softmax(s, dim=1)
+        return _GridTimeAggregate.apply(att, omega, phase, grid), s
+
+    torch.autograd.gradcheck(f, (omega, phase, qk))
