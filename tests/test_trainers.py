@@ -15,8 +15,8 @@ from mspipe_bench.data.loaders import load_dataset
 from mspipe_bench.models.config import load_config
 from mspipe_bench.models.mitigation import MitigationConfig
 from mspipe_bench.stages import StageError, make_context
-from mspipe_bench.trainers.executor import WORKERS, Executor
-from mspipe_bench.trainers.rules import make_schedule
+from mspipe_bench.trainers.executor import Executor
+from mspipe_bench.trainers.rules import WORKER_NAMES, make_schedule
 from mspipe_bench.trainers.train import train
 
 GRAPH = load_dataset("synthetic:nodes=300,events=9000,seed=3")
@@ -47,7 +47,7 @@ def assert_identical(a, b):
 
 def no_workers_alive():
     # threading.enumerate, not is_alive(): a KeyboardInterrupt inside Thread.join can make is_alive() lie
-    return not any(t.name in WORKERS for t in threading.enumerate())
+    return not any(t.name in WORKER_NAMES for t in threading.enumerate())
 
 
 @pytest.mark.parametrize("model", ["tgn", "jodie", "apan"])
@@ -59,6 +59,9 @@ def test_presample_and_k1_are_bit_identical_to_sequential(model):
     assert_identical(ref, k1)
     assert [r.loss for r in rec] == [r.loss for r in rec_p]
     assert all(r.observed_staleness == 0 for r in rec_p)
+    # the stages ran in the threads rules.workers assigns (presample: the M -> T -> U chain in one)
+    for r in rec_p:
+        assert {s: r.times[s][2] for s in "SFMTU"} == {"S": "sampler", "F": "loader", "M": "trainer", "T": "trainer", "U": "trainer"}
 
 
 def test_staleness_changes_numerics():

@@ -1,8 +1,10 @@
 """The executor: runs one epoch's training iterations under a trainer's schedule (design.md §2).
 
 ``sequential`` runs S, F, M, T, U of each iteration in the calling thread. The pipelined trainers run the
-same stage functions in four worker threads — ``sampler`` (S), ``loader`` (F and M, alternating, so F(i)
-follows M(i-1)), ``trainer`` (T), ``updater`` (U) — each taking iterations in order. Before starting
+same stage functions in worker threads (``rules.workers``), each taking iterations in order: with a bound
+k >= 2 four of them — ``sampler`` (S), ``loader`` (F and M, alternating, so F(i) follows M(i-1)), ``trainer``
+(T), ``updater`` (U); with k = 1 (presample, fixed-staleness K=1) three — ``sampler`` (S), ``loader`` (F),
+``trainer`` (the chain M, T, U, which cannot overlap itself). Before starting
 ``X(i)`` a worker waits, on one condition variable, until every prerequisite of ``rules.prerequisites`` has
 finished: one completion counter per stage kind (stages of a kind finish in order), so the memory gate
 "M(i) after U(i-k)" is ``done['U'] >= i-k+1``. Batch objects are handed over by iteration index (tickets);
@@ -35,9 +37,9 @@ from mspipe_bench.trainers.rules import (
     choose_staleness,
     delayed_fetch_start,
     prerequisites,
+    workers,
 )
 
-WORKERS = {"sampler": ("S",), "loader": ("F", "M"), "trainer": ("T",), "updater": ("U",)}
 # Waiters are woken by notify_all on every completion and on a failure; the timeout is only a safety net.
 POLL_S = 0.1
 # While pipelined, the interpreter asks a thread holding the GIL to drop it after 0.5 ms instead of 5 ms:
@@ -144,7 +146,7 @@ class Executor:
         sys.setswitchinterval(GIL_SWITCH_S)
         threads = [
             threading.Thread(target=self._worker, args=(stages,), name=name, daemon=True)
-            for name, stages in WORKERS.items()
+            for name, stages in workers(self.schedule).items()
         ]
         # Completion is tracked with our own counter, not Thread.join: a KeyboardInterrupt that lands inside
         # Thread.join can leave the thread marked finished while it still runs (CPython's tstate lock).

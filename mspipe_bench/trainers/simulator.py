@@ -54,10 +54,9 @@ from mspipe_bench.trainers.rules import (
     delayed_fetch_start,
     make_schedule,
     prerequisites,
+    stage_workers,
 )
 
-PIPELINE_WORKERS = {"S": "sampler", "F": "loader", "M": "loader", "T": "trainer", "U": "updater"}
-SEQUENTIAL_WORKER = "main"
 WARMUP_MODES = ("first", "cold")
 
 
@@ -434,6 +433,7 @@ class _Sim:
         self.st = st
         self.n = len(st)
         self.schedule = schedule
+        self._workers = stage_workers(schedule)
         self.start: dict[tuple[str, int], float] = {}
         self.end: dict[tuple[str, int], float] = {}
         self.worker_free: dict[str, float] = {}
@@ -459,7 +459,7 @@ class _Sim:
             self._warmup_max_used: list[int] = []
 
     def worker(self, stage: str) -> str:
-        return PIPELINE_WORKERS[stage] if self.schedule.pipelined else SEQUENTIAL_WORKER
+        return self._workers[stage]
 
     def tau(self, stage: str, i: int) -> float:
         return self.st.per_iteration[i][stage]
