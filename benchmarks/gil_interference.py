@@ -35,13 +35,14 @@ def measure(bg, n=12):
     if th: th.start()
     out = []
     def work():
+        torch.set_num_threads(1)  # as the executor's workers do: a new thread does not inherit it everywhere
         for _ in range(n): out.append(t_once())
     w = threading.Thread(target=work); w.start(); w.join()
     stop.set()
     if th: th.join()
     return np.median(out[2:]) * 1e3
 res = {}
-for rnd in range(2):
+for rnd in range(3):
     for name, bg in [("alone", None), ("beside S loop", bg_sample), ("beside pure-Python (GIL held)", bg_python), ("beside numpy sort (GIL free)", bg_numpy)]:
         res.setdefault(name, []).append(measure(bg))
 for k, v in res.items(): print(f"T {k:32s} {np.mean(v):6.1f} ms  (rounds: {', '.join(f'{x:.1f}' for x in v)})")

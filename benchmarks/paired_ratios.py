@@ -4,14 +4,16 @@ Why: on a shared machine the speed of this CPU drifts by 20-40% within minutes (
 measured 5,600-7,900 events/s a minute apart), so ratios of separate runs, even interleaved, carry a std of
 ±0.1-0.2. Here every trainer trains the *same model and memory* in turn, one block of ``--block``
 consecutive training iterations each, rounds after rounds (the trainer order rotates every round), so each
-ratio compares blocks measured seconds apart. Per round: events/s of each trainer's block ÷ events/s of the
-sequential block of the same round; reported: the median and quartiles over rounds.
+ratio compares blocks measured seconds apart. Within a round every trainer trains the *same* batches from
+the *same* memory state (restored from a snapshot before each block), so the blocks differ only in the
+schedule; the next round moves on to the next batches. Per round: events/s of each trainer's block ÷
+events/s of the sequential block of the same round; reported: the median and quartiles over rounds.
 
 Efficiency = measured events/s ÷ simulated events/s, where the simulation replays the per-iteration stage
 times of the round's *sequential* block (uncontended) under the trainer's rules (``trainers.simulator``).
 
-The model keeps training across blocks (numerics of a stale block differ from sequential's: irrelevant to
-speed). Memory is reset when the epoch's batches run out. Each pipelined block starts its worker threads
+The model keeps training across blocks (its parameters are not restored: irrelevant to speed). Memory is
+reset when the epoch's batches run out. Each pipelined block starts its worker threads
 and drains them, like an epoch does. mspipe runs with mitigation, the others without; mspipe's stage-time
 estimates carry over between its blocks.
 
@@ -52,19 +54,23 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def block_batches(ctx, split, cursor: dict, n: int):
-    """The next ``n`` training batches (numbered from 0, as the executor expects); wraps to a new epoch with
-    a reset memory when the training split runs out."""
+def next_block(ctx, split, cursor: dict, n: int) -> tuple[int, int, int]:
+    """Event range and epoch of the next ``n`` training batches; wraps to a new epoch with a reset memory
+    when the training split runs out."""
     bs = ctx.cfg.train.batch_size
     lo = split.train.start + cursor["i"] * bs
     if lo + n * bs > split.train.stop:
         cursor["i"], cursor["epoch"] = 0, cursor["epoch"] + 1
         ctx.store.reset()
         lo = split.train.start
-    hi = min(lo + n * bs, split.train.stop)
     cursor["i"] += n
+    return lo, min(lo + n * bs, split.train.stop), cursor["epoch"]
+
+
+def block_batches(ctx, block: tuple[int, int, int]):
+    """The block's batches, numbered from 0 as the executor expects (observed staleness counted from here)."""
     ctx.version_base = ctx.store.version
-    return ctx.batches("train", lo, hi, cursor["epoch"])
+    return ctx.batches("train", block[0], block[1], block[2])
 
 
 def measure_model(graph, model: str, args) -> dict:
@@ -84,14 +90,17 @@ def measure_model(graph, model: str, args) -> dict:
     # warm-up: one untimed block per trainer (allocator, caches, mspipe's estimates)
     for t in TRAINERS:
         ctx.mitigation = MitigationConfig(enabled=(t == "mspipe"))
-        Executor(ctx, schedules[t], estimators[t]).run_epoch(block_batches(ctx, split, cursor, n))
+        Executor(ctx, schedules[t], estimators[t]).run_epoch(block_batches(ctx, next_block(ctx, split, cursor, n)))
     rounds = []
     for r in range(args.rounds):
         order = TRAINERS[r % len(TRAINERS):] + TRAINERS[: r % len(TRAINERS)]
+        block = next_block(ctx, split, cursor, n)
+        state = ctx.store.snapshot()
         row = {}
         for t in order:
             ctx.mitigation = MitigationConfig(enabled=(t == "mspipe"))
-            batches = block_batches(ctx, split, cursor, n)
+            ctx.store.restore(state)
+            batches = block_batches(ctx, block)
             t0 = time.perf_counter()
             records = Executor(ctx, schedules[t], estimators[t]).run_epoch(batches)
             seconds = time.perf_counter() - t0
