@@ -49,6 +49,9 @@ POLL_S = 0.1
 # updater's pure-Python stretches (measured on TGN/Wikipedia: T 106 -> 101 ms per iteration under presample,
 # sequential 102 ms).
 GIL_SWITCH_S = 0.0005
+# How long the caller waits for workers that have finished their loops to return (they only have to
+# release a lock and return, so this is only reached if the process is starved of CPU).
+JOIN_DEADLINE_S = 30.0
 
 
 class _Abort(Exception):
@@ -167,8 +170,11 @@ class Executor:
             raise
         finally:
             self._wait_all_stopped()
+            # They have left their loops; this only reaps them. Not a 1 s timeout: on a loaded machine a thread
+            # can take longer than that to return after its last statement, and must not outlive the epoch.
+            deadline = time.perf_counter() + JOIN_DEADLINE_S
             for th in threads:
-                th.join(timeout=1.0)  # they have left their loops; this only reaps them
+                th.join(timeout=max(0.0, deadline - time.perf_counter()))
             sys.setswitchinterval(old_switch)
         if self._error is not None:
             raise self._error
