@@ -10,9 +10,11 @@ Model
 - Which stage may start when comes *only* from :mod:`mspipe_bench.trainers.rules` (``prerequisites``,
   ``choose_staleness``, ``delayed_fetch_start``, ``TimelineView``, ``StageEstimator``): there is no second
   copy of the rules here.
-- Workers: the pipelined trainers have a ``sampler`` thread (S), a ``loader`` thread (F and M, in the order
-  F(0), M(0), F(1), M(1), ...), a ``trainer`` thread (T) and an ``updater`` thread (U); ``sequential`` runs
-  everything on one ``main`` thread. Each worker runs one stage at a time, in iteration order.
+- Workers (``rules.workers``, the executor's threads): with a bound k >= 2 a ``sampler`` thread (S), a
+  ``loader`` thread (F and M, in the order F(0), M(0), F(1), M(1), ...), a ``trainer`` thread (T) and an
+  ``updater`` thread (U); with k = 1 (presample, fixed-staleness K=1) ``sampler`` (S), ``loader`` (F) and
+  ``trainer`` (M, T, U); ``sequential`` runs everything on one ``main`` thread. Each worker runs one stage
+  at a time, in iteration order.
   ``X(i)`` starts at ``max(end of its prerequisites, moment its worker is free)``.
 - ``mspipe``: when F(i) ends the loader picks ``k(i)`` (``choose_staleness``) and the start of M(i)
   (``delayed_fetch_start``) from a :class:`TimelineView` holding only what is known at that moment (stages
