@@ -116,12 +116,12 @@ def measure_model(graph, model: str, args) -> dict:
             }
         seq_tau = row["sequential"]["_tau"]
         batch = row["sequential"]["_events"] / row["sequential"]["iterations"]
+        sim = {t: simulate(seq_tau, schedules[t], batch_size=batch).events_per_s for t in TRAINERS}
         for t in TRAINERS:
-            sim = simulate(seq_tau, schedules[t], batch_size=batch)
-            row[t]["simulated_events_per_s"] = sim.events_per_s
+            row[t]["simulated_events_per_s"] = sim[t]
             row[t]["ratio"] = row[t]["events_per_s"] / row["sequential"]["events_per_s"]
-            row[t]["simulated_ratio"] = sim.events_per_s / simulate(seq_tau, schedules["sequential"], batch_size=batch).events_per_s
-            row[t]["efficiency"] = row[t]["events_per_s"] / sim.events_per_s
+            row[t]["simulated_ratio"] = sim[t] / sim["sequential"]
+            row[t]["efficiency"] = row[t]["events_per_s"] / sim[t]
         for t in TRAINERS:
             del row[t]["_tau"], row[t]["_events"]
         rounds.append(row)

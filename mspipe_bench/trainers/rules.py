@@ -62,7 +62,7 @@ class Schedule:
     @property
     def exact(self) -> bool:
         """The bound is 1 at every iteration (M(i) after U(i-1)): numerics identical to sequential."""
-        return self.trainer in ("sequential", "presample") or (self.trainer == "fixed-staleness" and self.staleness == 1)
+        return not self.adaptive and self.fixed_k() == 1
 
     def fixed_k(self) -> int:
         if self.trainer in ("sequential", "presample"):
@@ -75,8 +75,9 @@ class Schedule:
 # Worker threads of the pipelined trainers and the stages each runs, in iteration order. With a bound k >= 2,
 # M(i) overlaps T(i-1) and U(i) overlaps T(i+1), so M (with F: they share the loading resource), T and U get
 # a thread each. With k = 1 everywhere, M(i) -> T(i) -> U(i) -> M(i+1) is a chain that can never overlap, so
-# one thread runs it and the critical path has no cross-thread hand-off (each hand-off costs a wake-up plus a
-# GIL acquisition while the sampler runs Python: ~0.5 ms per iteration measured on JODIE/Wikipedia).
+# one thread runs it and the critical path has no cross-thread hand-off (each costs a wake-up plus a GIL
+# acquisition while the sampler runs Python; JODIE/Wikipedia, gap between consecutive T's beyond M + U:
+# ~0.9 ms per iteration with the hand-offs, ~0.3 ms without).
 PIPELINE_WORKERS = {"sampler": ("S",), "loader": ("F", "M"), "trainer": ("T",), "updater": ("U",)}
 CHAIN_WORKERS = {"sampler": ("S",), "loader": ("F",), "trainer": ("M", "T", "U")}
 SEQUENTIAL_WORKERS = {"main": STAGES}
