@@ -50,6 +50,8 @@ def parse_args(argv=None):
     p.add_argument("--staleness", type=int, default=2, help="fixed-staleness bound K (default: 2)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default: 1)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--default-allocator", action="store_true",
+                   help="leave glibc malloc at its defaults (runs tune it, as mspipe-bench run does)")
     p.add_argument("--json", metavar="FILE", help="write rounds and summary as JSON to FILE")
     return p.parse_args(argv)
 
@@ -140,11 +142,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(REPO))
     from mspipe_bench.data import load_dataset
-    from mspipe_bench.harness.run import environment, write_json_atomic
+    from mspipe_bench.harness.run import environment, tune_allocator, write_json_atomic
 
     if not Path(args.dataset).exists():
         sys.exit(f"paired_ratios: dataset not found: {args.dataset}")
     torch.set_num_threads(args.threads)
+    if not args.default_allocator:
+        tune_allocator()
     graph = load_dataset(args.dataset)
     out = {"dataset": args.dataset, "rounds": args.rounds, "staleness": args.staleness, "threads": args.threads,
            "seed": args.seed, "env": environment(), "models": []}

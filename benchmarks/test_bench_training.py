@@ -2,7 +2,8 @@
 staleness mitigation at M, on a mid-stream Wikipedia batch of B=600 events with the presets' defaults.
 
 Run: ``.venv/bin/python -m pytest benchmarks/ --benchmark-only -q --benchmark-json results/benchmarks/bench.json``.
-Skipped when ``../shared/datasets/wikipedia`` is absent. One torch intra-op thread (the suite's default).
+Skipped when ``../shared/datasets/wikipedia`` is absent. One torch intra-op thread (the suite's default), glibc
+malloc tuned as in runs (``harness.run.tune_allocator``).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ def wiki_graph():
     if not (WIKIPEDIA / "events.npz").exists():
         pytest.skip(f"dataset not found: {WIKIPEDIA}")
     from mspipe_bench.data import load_dataset
+    from mspipe_bench.harness.run import tune_allocator
 
     torch.set_num_threads(1)
+    tune_allocator()  # as mspipe-bench run does
     return load_dataset(str(WIKIPEDIA))
 
 

@@ -388,3 +388,40 @@ def test_resume_skips_only_results_measured_on_this_machine(tmp_path):
     for host, found in ((platform.node(), True), ("another-machine", False)):
         write_json_atomic(path, {"status": "complete", "config": {"key": spec.key()}, "env": {"hostname": host}})
         assert (sweep.existing_result(spec, tmp_path) == path) is found
+
+
+_ALLOC_SCRIPT = """
+import ctypes, sys, torch
+from mspipe_bench.harness.run import environment, tune_allocator
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "tune":
+    tune_allocator()
+before = libc.mallinfo2().hblkhd  # bytes in chunks that are mmaps of their own
+x = torch.ones(4 << 20)  # 16 MB, the order of TGN's largest per-iteration tensors
+print((libc.mallinfo2().hblkhd - before) >> 20, environment()["allocator"])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or __import__("platform").libc_ver()[0] != "glibc",
+                    reason="glibc malloc tuning")
+def test_tuned_allocator_serves_tensors_from_the_heap():
+    """By default glibc serves a fresh 16 MB tensor as an mmap of its own (unmapped when freed, page-faulted
+    in again when re-allocated; glibc raises the threshold only after such a free, and trims the heap top
+    above twice it); after tune_allocator it comes from the heap. Each case in its own process."""
+    import os
+
+    def run(mode: str, env=None) -> tuple[int, str]:
+        out = subprocess.run([sys.executable, "-c", _ALLOC_SCRIPT, mode], capture_output=True, text=True,
+                             check=True, env=env).stdout.split(maxsplit=1)
+        return int(out[0]), out[1].strip()
+
+    mapped, label = run("default")
+    assert label == "default" and mapped >= 16
+    mapped, label = run("tune")
+    assert label.startswith("glibc mmap_threshold=") and mapped == 0
+    _, label = run("tune", env={**os.environ, "MALLOC_TRIM_THRESHOLD_": "131072"})
+    assert label == "glibc settings from the environment"
