@@ -69,9 +69,9 @@ def test_presample_period_is_m_t_u():
     assert res.period_s == pytest.approx(2 + 10 + 2)
     assert res.observed_staleness == [0] * N
     assert res.k == [1] * N
-    # the chain M -> T -> U runs in one thread; S and F run ahead in their own
+    # the chain M -> T -> U runs in one thread; S and F run ahead in another
     lanes = {(r[1], r[4]) for r in res.timeline}
-    assert lanes == {("S", "sampler"), ("F", "loader"), ("M", "trainer"), ("T", "trainer"), ("U", "trainer")}
+    assert lanes == {("S", "sampler"), ("F", "sampler"), ("M", "trainer"), ("T", "trainer"), ("U", "trainer")}
     k1 = simulate(CASE1, make_schedule("fixed-staleness", staleness=1), N)
     assert k1.period_s == res.period_s and {(r[1], r[4]) for r in k1.timeline} == lanes
 

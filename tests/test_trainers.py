@@ -61,7 +61,7 @@ def test_presample_and_k1_are_bit_identical_to_sequential(model):
     assert all(r.observed_staleness == 0 for r in rec_p)
     # the stages ran in the threads rules.workers assigns (presample: the M -> T -> U chain in one)
     for r in rec_p:
-        assert {s: r.times[s][2] for s in "SFMTU"} == {"S": "sampler", "F": "loader", "M": "trainer", "T": "trainer", "U": "trainer"}
+        assert {s: r.times[s][2] for s in "SFMTU"} == {"S": "sampler", "F": "sampler", "M": "trainer", "T": "trainer", "U": "trainer"}
 
 
 def test_staleness_changes_numerics():

@@ -77,9 +77,12 @@ class Schedule:
 # a thread each. With k = 1 everywhere, M(i) -> T(i) -> U(i) -> M(i+1) is a chain that can never overlap, so
 # one thread runs it and the critical path has no cross-thread hand-off (each costs a wake-up plus a GIL
 # acquisition while the sampler runs Python; JODIE/Wikipedia, gap between consecutive T's beyond M + U:
-# ~0.9 ms per iteration with the hand-offs, ~0.3 ms without).
+# ~0.9 ms per iteration with the hand-offs, ~0.3 ms without). F then runs in the sampler's thread (F(i) after
+# S(i) and M(i-1) either way): a third thread waking up every iteration cost the trainer its GIL too
+# (JODIE/Wikipedia presample vs sequential, paired blocks, 8 rounds: 0.96x with a loader thread for F,
+# 1.02x without).
 PIPELINE_WORKERS = {"sampler": ("S",), "loader": ("F", "M"), "trainer": ("T",), "updater": ("U",)}
-CHAIN_WORKERS = {"sampler": ("S",), "loader": ("F",), "trainer": ("M", "T", "U")}
+CHAIN_WORKERS = {"sampler": ("S", "F"), "trainer": ("M", "T", "U")}
 SEQUENTIAL_WORKERS = {"main": STAGES}
 WORKER_NAMES = frozenset(PIPELINE_WORKERS) | frozenset(CHAIN_WORKERS)
 

@@ -12,8 +12,8 @@ Model
   copy of the rules here.
 - Workers (``rules.workers``, the executor's threads): with a bound k >= 2 a ``sampler`` thread (S), a
   ``loader`` thread (F and M, in the order F(0), M(0), F(1), M(1), ...), a ``trainer`` thread (T) and an
-  ``updater`` thread (U); with k = 1 (presample, fixed-staleness K=1) ``sampler`` (S), ``loader`` (F) and
-  ``trainer`` (M, T, U); ``sequential`` runs everything on one ``main`` thread. Each worker runs one stage
+  ``updater`` thread (U); with k = 1 (presample, fixed-staleness K=1) ``sampler`` (S and F) and ``trainer``
+  (M, T, U); ``sequential`` runs everything on one ``main`` thread. Each worker runs one stage
   at a time, in iteration order.
   ``X(i)`` starts at ``max(end of its prerequisites, moment its worker is free)``.
 - ``mspipe``: when F(i) ends the loader picks ``k(i)`` (``choose_staleness``) and the start of M(i)
