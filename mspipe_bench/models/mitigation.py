@@ -40,21 +40,34 @@ def mitigate(rows: MemoryRows, store: MemoryStore, now: float, cfg: MitigationCo
         recent, recent_mem, recent_unit = store.recent_ids, store.recent_mem, store.recent_unit
     if len(cand) == 0 or len(recent) == 0:
         return 0
-    count = max(1, int(round(cfg.quantile * len(rows.ids))))
-    count = min(count, len(cand))
-    age = now - rows.mem_ts.index_select(0, cand)
+    count = min(max(1, int(round(cfg.quantile * len(rows.ids)))), len(cand))
+    return _blend_stalest(cand, rows.mem, rows.mem_ts, rows.ids, recent, recent_mem, recent_unit, float(now),
+                          count, min(cfg.neighbors, len(recent)), float(cfg.lam))
+
+
+# TorchScript: one call from Python runs all ~20 ops without the GIL (the interpreter releases it), instead of
+# ~20 Python-dispatched ops that each re-take it while the trainer thread needs it between its own ops. Same
+# aten ops, same results (bit-identical to the eager code on a JODIE/Wikipedia batch). Measured with JODIE's T in one
+# thread beside a thread looping fetch + mitigation: T 13.3-13.6 ms alone, 15.3-15.5 ms beside the eager
+# version, 11.0-14.5 ms beside this one.
+@torch.jit.script
+def _blend_stalest(cand: torch.Tensor, mem: torch.Tensor, mem_ts: torch.Tensor, ids: torch.Tensor,
+                   recent: torch.Tensor, recent_mem: torch.Tensor, recent_unit: torch.Tensor, now: float,
+                   count: int, n: int, lam: float) -> int:
+    """The ``count`` stalest of the candidate rows ``cand`` of ``mem`` get ``(1-λ) s + λ · mean of their n
+    most cosine-similar recent memories`` (never themselves)."""
+    age = now - mem_ts.index_select(0, cand)
     stale = cand[torch.topk(age, count).indices]
-    s = rows.mem.index_select(0, stale)
+    s = mem.index_select(0, stale)
     sim = torch.nn.functional.normalize(s, dim=1) @ recent_unit.T
     # a node never counts as its own neighbour
-    sim = sim.masked_fill(rows.ids.index_select(0, stale)[:, None] == recent[None, :], -2.0)
-    n = min(cfg.neighbors, len(recent))
+    sim = sim.masked_fill(ids.index_select(0, stale)[:, None] == recent[None, :], -2.0)
     top_sim, top = torch.topk(sim, n, dim=1)
     # when fewer than n other nodes are recent, the top n still contain the node itself (sim -2): drop it
     valid = (top_sim > -1.5).to(s.dtype)
     num = valid.sum(1, keepdim=True)
     mean = (recent_mem[top] * valid[..., None]).sum(1) / num.clamp(min=1)
     has = num.squeeze(1) > 0  # a node whose only recent node is itself keeps its memory
-    blended = (1 - cfg.lam) * s[has] + cfg.lam * mean[has]
-    rows.mem.index_copy_(0, stale[has], blended)
+    blended = (1 - lam) * s[has] + lam * mean[has]
+    mem.index_copy_(0, stale[has], blended)
     return int(has.sum())
