@@ -265,17 +265,14 @@ def test_blocks_at_event_times_never_contain_the_event():
     assert (g.t[eid] < root_ts[e_dst]).all()
 
 
-def test_jodie_style_no_fanouts_gives_one_edgeless_block():
+def test_jodie_style_no_fanouts_gives_no_blocks():
     g = random_graph(0)
     s = TemporalSampler(g)
     roots = np.array([3, 1, 3, 7])
     root_ts = np.array([5.0, 6.0, 7.0, 8.0])
     sb = sample_blocks(s, roots, root_ts, [])
-    assert len(sb.blocks) == 1
-    b = sb.blocks[0]
-    assert b.num_edges() == 0 and b.num_src_nodes() == b.num_dst_nodes() == 4
-    assert b.srcdata["nid"].tolist() == b.dstdata["nid"].tolist() == roots.tolist()
-    assert b.srcdata["ts"].tolist() == b.dstdata["ts"].tolist() == root_ts.tolist()
+    assert sb.blocks == [] and sb.num_roots == 4
+    assert sb.root_ts.tolist() == root_ts.tolist() and sb.root_ts.dtype == torch.float64
     assert sb.unique_nid.tolist() == [1, 3, 7]
     assert torch.equal(sb.unique_nid[sb.inverse], torch.from_numpy(roots))
     assert sb.num_sampled_edges == 0

@@ -83,8 +83,7 @@ class TemporalModel(nn.Module):
                 index = torch.arange(len(h))
             h_roots = h
         elif self.time_proj is not None:
-            root_ts = sb.blocks[-1].dstdata["ts"]
-            h_roots = self.time_proj(h.index_select(0, roots), root_ts - updated_ts.index_select(0, roots))
+            h_roots = self.time_proj(h.index_select(0, roots), sb.root_ts - updated_ts.index_select(0, roots))
         else:
             h_roots = h.index_select(0, roots)
         b = num_events
