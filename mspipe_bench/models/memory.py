@@ -33,13 +33,47 @@ class MemoryRows:
     version: int  # number of committed updates when fetched
 
 
+@torch.jit.script
 def last_occurrence(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Unique ids (sorted) and, for each, the position of its last occurrence in ``ids``: "the latest
     wins" when rows are in chronological order. Deterministic (no scatter races)."""
     uniq, inv = torch.unique(ids, return_inverse=True)
-    pos = torch.arange(len(ids), dtype=torch.int64)
-    last = torch.full((len(uniq),), -1, dtype=torch.int64).scatter_reduce_(0, inv, pos, reduce="amax")
+    pos = torch.arange(ids.shape[0], dtype=torch.int64)
+    last = torch.full((uniq.shape[0],), -1, dtype=torch.int64).scatter_reduce_(0, inv, pos, reduce="amax")
     return uniq, last
+
+
+# The U stage's tensor work runs as TorchScript calls: the interpreter releases the GIL for a whole call, so an
+# updater thread no longer re-takes it for each of its ~20 ops while the trainer thread needs it between its
+# own (same aten ops, same results).
+@torch.jit.script
+def _latest_rows(mem_ids: torch.Tensor, mem: torch.Tensor, mem_ts: torch.Tensor, mail_ids: torch.Tensor,
+                 mail: torch.Tensor, mail_ts: torch.Tensor):
+    u_mem, last_mem = last_occurrence(mem_ids)
+    u_mail, last_mail = last_occurrence(mail_ids)
+    new_mem = mem.index_select(0, last_mem)
+    return (u_mem, new_mem, mem_ts.index_select(0, last_mem), u_mail, mail.index_select(0, last_mail),
+            mail_ts.index_select(0, last_mail), torch.nn.functional.normalize(new_mem, dim=1))
+
+
+@torch.jit.script
+def _write_rows(st_mem: torch.Tensor, st_mem_ts: torch.Tensor, st_touched: torch.Tensor, st_mail: torch.Tensor,
+                st_mail_ts: torch.Tensor, st_mail_mask: torch.Tensor, st_mail_next: torch.Tensor,
+                u_mem: torch.Tensor, new_mem: torch.Tensor, new_mem_ts: torch.Tensor, u_mail: torch.Tensor,
+                new_mail: torch.Tensor, new_mail_ts: torch.Tensor, mailbox_size: int) -> None:
+    st_mem.index_copy_(0, u_mem, new_mem)
+    st_mem_ts.index_copy_(0, u_mem, new_mem_ts)
+    st_touched.index_fill_(0, u_mem, 1)  # bool tensors: 1 is True (TorchScript has no bool scalar here)
+    if mailbox_size == 1:
+        st_mail.index_copy_(0, u_mail, new_mail.unsqueeze(1))
+        st_mail_ts.index_copy_(0, u_mail, new_mail_ts.unsqueeze(1))
+        st_mail_mask.index_fill_(0, u_mail, 1)
+    else:
+        slot = st_mail_next.index_select(0, u_mail)
+        st_mail.index_put_((u_mail, slot), new_mail)
+        st_mail_ts.index_put_((u_mail, slot), new_mail_ts)
+        st_mail_mask.index_put_((u_mail, slot), torch.ones(u_mail.shape[0], dtype=torch.bool))
+        st_mail_next.index_copy_(0, u_mail, torch.remainder(slot + 1, mailbox_size))
 
 
 class MemoryStore:
@@ -58,9 +92,9 @@ class MemoryStore:
         self._set_recent(torch.zeros(0, dtype=torch.int64), torch.zeros(0, dim))
         self.lock = threading.Lock()
 
-    def _set_recent(self, ids: torch.Tensor, mem: torch.Tensor) -> None:
+    def _set_recent(self, ids: torch.Tensor, mem: torch.Tensor, unit: torch.Tensor | None = None) -> None:
         self.recent_ids, self.recent_mem = ids, mem
-        self.recent_unit = torch.nn.functional.normalize(mem, dim=1)
+        self.recent_unit = torch.nn.functional.normalize(mem, dim=1) if unit is None else unit
 
     def _tensors(self) -> tuple[str, ...]:
         return ("mem", "mem_ts", "mail", "mail_ts", "mail_mask", "touched", "mail_next")
@@ -126,23 +160,10 @@ class MemoryStore:
         ``version`` (if given) is the committed-update count after this write."""
         self.check_ids(mem_ids)
         self.check_ids(mail_ids)
-        u_mem, last_mem = last_occurrence(mem_ids)
-        u_mail, last_mail = last_occurrence(mail_ids)
-        new_mem, new_mem_ts = mem.index_select(0, last_mem), mem_ts.index_select(0, last_mem)
-        new_mail, new_mail_ts = mail.index_select(0, last_mail), mail_ts.index_select(0, last_mail)
+        u_mem, new_mem, new_mem_ts, u_mail, new_mail, new_mail_ts, unit = _latest_rows(
+            mem_ids, mem, mem_ts, mail_ids, mail, mail_ts)
         with self.lock:
-            self.mem.index_copy_(0, u_mem, new_mem)
-            self.mem_ts.index_copy_(0, u_mem, new_mem_ts)
-            self.touched.index_fill_(0, u_mem, True)
-            if self.mailbox_size == 1:
-                self.mail.index_copy_(0, u_mail, new_mail.unsqueeze(1))
-                self.mail_ts.index_copy_(0, u_mail, new_mail_ts.unsqueeze(1))
-                self.mail_mask.index_fill_(0, u_mail, True)
-            else:
-                slot = self.mail_next.index_select(0, u_mail)
-                self.mail.index_put_((u_mail, slot), new_mail)
-                self.mail_ts.index_put_((u_mail, slot), new_mail_ts)
-                self.mail_mask.index_put_((u_mail, slot), torch.ones(len(u_mail), dtype=torch.bool))
-                self.mail_next.index_copy_(0, u_mail, (slot + 1) % self.mailbox_size)
-            self._set_recent(u_mem, new_mem)
+            _write_rows(self.mem, self.mem_ts, self.touched, self.mail, self.mail_ts, self.mail_mask, self.mail_next,
+                        u_mem, new_mem, new_mem_ts, u_mail, new_mail, new_mail_ts, self.mailbox_size)
+            self._set_recent(u_mem, new_mem, unit)
             self.version = self.version + 1 if version is None else version

@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -196,23 +196,39 @@ def train_step(ctx: StageContext, b: Batch) -> None:
 
 
 def update_memory(ctx: StageContext, b: Batch) -> None:
-    sb, out, n = b.sampled, b.out, b.size
-    inv = sb.inverse
+    sb, out = b.sampled, b.out
     # positive endpoints, interleaved in event order (src_0, dst_0, src_1, ...): the latest event wins
     mem_ids = torch.from_numpy(np.stack([b.src, b.dst], 1).reshape(-1))
+    hop_dst = hop_nid = None
+    if ctx.cfg.memory.deliver_to == "neighbors":  # the sampled neighbours of each positive endpoint
+        hop1 = sb.blocks[-1]
+        e_src, hop_dst = hop1.edges()
+        hop_nid = hop1.srcdata["nid"].index_select(0, e_src)
+    mem, mem_ts, mail_ids, mail, mail_ts = _endpoint_updates(
+        sb.inverse, b.size, mem_ids, out.updated, out.updated_ts, torch.from_numpy(b.t), b.event_feat, hop_dst, hop_nid)
+    ctx.store.update(mem_ids, mem, mem_ts, mail_ids, mail, mail_ts)
+    b.out = ModelOutput(out.pos, out.neg, None, None)  # keep scores, drop per-node tensors
+
+
+@torch.jit.script
+def _endpoint_updates(inv: torch.Tensor, n: int, mem_ids: torch.Tensor, updated: torch.Tensor,
+                      updated_ts: torch.Tensor, t: torch.Tensor, event_feat: Optional[torch.Tensor],
+                      hop_dst: Optional[torch.Tensor], hop_nid: Optional[torch.Tensor]):
+    """U's tensor work, as one TorchScript call (it runs without the GIL; see ``models.memory._latest_rows``):
+    the new memory of the ``2n`` positive endpoints (rows ``mem_ids``) and the mails to deliver.
+
+    Mail j (of the 2n endpoint rows) is ``[s_me', s_other', e]`` at the event's time. The mail that wins per
+    receiving node is picked *before* any mail tensor is built (APAN delivers ~10x more copies than mails).
+    With ``hop_dst``/``hop_nid`` (the first hop's edge destinations and source node ids) the neighbours of
+    each positive endpoint also receive that endpoint's mail."""
     me_rows = torch.stack([inv[:n], inv[n : 2 * n]], 1).reshape(-1)
     other_rows = torch.stack([inv[n : 2 * n], inv[:n]], 1).reshape(-1)
-    mem = out.updated.index_select(0, me_rows)
-    mem_ts = out.updated_ts.index_select(0, me_rows)
-    # mail j (of the 2n above) is [s_me', s_other', e] at the event's time; pick, per receiving node, the
-    # mail that wins *before* building any mail tensor (APAN delivers ~10x more copies than mails)
+    mem = updated.index_select(0, me_rows)
+    mem_ts = updated_ts.index_select(0, me_rows)
     mail_ids, mail_of = mem_ids, torch.arange(2 * n)
-    if ctx.cfg.memory.deliver_to == "neighbors":
-        # the sampled neighbours of each positive endpoint receive that endpoint's mail
-        hop1 = sb.blocks[-1]
-        e_src, e_dst = hop1.edges()
-        keep = e_dst < 2 * n
-        q, nb = e_dst[keep], hop1.srcdata["nid"][e_src[keep]]
+    if hop_dst is not None and hop_nid is not None:
+        keep = hop_dst < 2 * n
+        q, nb = hop_dst[keep], hop_nid[keep]
         copy_of = torch.where(q < n, 2 * q, 2 * (q - n) + 1)  # index of the endpoint's own mail
         event = torch.where(q < n, q, q - n)
         # chronological by event; within an event the copies first, so an endpoint's own mail wins
@@ -222,13 +238,12 @@ def update_memory(ctx: StageContext, b: Batch) -> None:
         mail_of = torch.cat([mail_of, copy_of])[order]
     mail_ids, last = last_occurrence(mail_ids)
     mail_of = mail_of.index_select(0, last)
-    parts = [mem.index_select(0, mail_of), out.updated.index_select(0, other_rows.index_select(0, mail_of))]
-    if b.event_feat is not None:
-        parts.append(b.event_feat.index_select(0, mail_of // 2))
+    parts = [mem.index_select(0, mail_of), updated.index_select(0, other_rows.index_select(0, mail_of))]
+    if event_feat is not None:
+        parts.append(event_feat.index_select(0, torch.div(mail_of, 2, rounding_mode="floor")))
     mail = torch.cat(parts, dim=1)
-    mail_ts = torch.from_numpy(b.t).index_select(0, mail_of // 2)
-    ctx.store.update(mem_ids, mem, mem_ts, mail_ids, mail, mail_ts)
-    b.out = ModelOutput(out.pos, out.neg, None, None)  # keep scores, drop per-node tensors
+    mail_ts = t.index_select(0, torch.div(mail_of, 2, rounding_mode="floor"))
+    return mem, mem_ts, mail_ids, mail, mail_ts
 
 
 STAGE_FUNCTIONS = {"S": sample, "F": fetch_features, "M": fetch_memory, "T": train_step, "U": update_memory}
