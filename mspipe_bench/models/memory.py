@@ -43,9 +43,9 @@ def last_occurrence(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return uniq, last
 
 
-# The U stage's tensor work runs as TorchScript calls: the interpreter releases the GIL for a whole call, so an
-# updater thread no longer re-takes it for each of its ~20 ops while the trainer thread needs it between its
-# own (same aten ops, same results).
+# The store's tensor work (M's gather, U's selection and writes, the id check) runs as TorchScript calls: the
+# interpreter releases the GIL for a whole call, so a loader or updater thread no longer re-takes it for each
+# op while the trainer thread needs it between its own (same aten ops, same results).
 @torch.jit.script
 def _latest_rows(mem_ids: torch.Tensor, mem: torch.Tensor, mem_ts: torch.Tensor, mail_ids: torch.Tensor,
                  mail: torch.Tensor, mail_ts: torch.Tensor):
@@ -54,6 +54,21 @@ def _latest_rows(mem_ids: torch.Tensor, mem: torch.Tensor, mem_ts: torch.Tensor,
     new_mem = mem.index_select(0, last_mem)
     return (u_mem, new_mem, mem_ts.index_select(0, last_mem), u_mail, mail.index_select(0, last_mail),
             mail_ts.index_select(0, last_mail), torch.nn.functional.normalize(new_mem, dim=1))
+
+
+@torch.jit.script
+def _gather_rows(ids: torch.Tensor, mem: torch.Tensor, mem_ts: torch.Tensor, mail: torch.Tensor,
+                 mail_ts: torch.Tensor, mail_mask: torch.Tensor, touched: torch.Tensor):
+    return (mem.index_select(0, ids), mem_ts.index_select(0, ids), mail.index_select(0, ids),
+            mail_ts.index_select(0, ids), mail_mask.index_select(0, ids), touched.index_select(0, ids))
+
+
+@torch.jit.script
+def _first_out_of_range(ids: torch.Tensor, num_nodes: int) -> tuple[bool, int]:
+    bad = (ids < 0) | (ids >= num_nodes)
+    if not bool(bad.any()):
+        return False, 0
+    return True, int(ids[bad][0])
 
 
 @torch.jit.script
@@ -126,24 +141,17 @@ class MemoryStore:
             self._set_recent(snap["recent_ids"], snap["recent_mem"])
 
     def check_ids(self, ids: torch.Tensor) -> None:
-        if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= self.num_nodes):
-            bad = ids[(ids < 0) | (ids >= self.num_nodes)][0]
-            raise IndexError(f"node id {int(bad)} is out of range for a memory of {self.num_nodes} nodes")
+        bad, first = _first_out_of_range(ids, self.num_nodes)
+        if bad:
+            raise IndexError(f"node id {first} is out of range for a memory of {self.num_nodes} nodes")
 
     def fetch(self, ids: torch.Tensor) -> MemoryRows:
         """Gather the rows of ``ids`` (a consistent snapshot: no update is half-applied)."""
         self.check_ids(ids)
         with self.lock:
-            return MemoryRows(
-                ids=ids,
-                mem=self.mem.index_select(0, ids),
-                mem_ts=self.mem_ts.index_select(0, ids),
-                mail=self.mail.index_select(0, ids),
-                mail_ts=self.mail_ts.index_select(0, ids),
-                mail_mask=self.mail_mask.index_select(0, ids),
-                touched=self.touched.index_select(0, ids),
-                version=self.version,
-            )
+            mem, mem_ts, mail, mail_ts, mail_mask, touched = _gather_rows(
+                ids, self.mem, self.mem_ts, self.mail, self.mail_ts, self.mail_mask, self.touched)
+            return MemoryRows(ids, mem, mem_ts, mail, mail_ts, mail_mask, touched, version=self.version)
 
     def update(
         self,
