@@ -65,10 +65,9 @@ def _gather_rows(ids: torch.Tensor, mem: torch.Tensor, mem_ts: torch.Tensor, mai
 
 @torch.jit.script
 def _first_out_of_range(ids: torch.Tensor, num_nodes: int) -> tuple[bool, int]:
-    bad = (ids < 0) | (ids >= num_nodes)
-    if not bool(bad.any()):
+    if ids.numel() == 0 or (int(ids.min()) >= 0 and int(ids.max()) < num_nodes):
         return False, 0
-    return True, int(ids[bad][0])
+    return True, int(ids[(ids < 0) | (ids >= num_nodes)][0])
 
 
 @torch.jit.script
