@@ -1,20 +1,29 @@
-"""Run from the repository root: .venv/bin/python benchmarks/gil_interference.py (needs ../shared/datasets/wikipedia).
+"""Run from the repository root: .venv/bin/python benchmarks/gil_interference.py [MODEL] (needs
+../shared/datasets/wikipedia; MODEL defaults to tgn).
 
-Why T slows down beside the other stages: T of TGN/Wikipedia in a worker thread, alone, beside a thread
-running the real S stage in a loop, beside a thread holding the GIL in pure Python, and beside a thread
-busy in a GIL-free numpy kernel."""
-import sys, threading, time, numpy as np, torch
+Why T slows down beside the other stages: T of MODEL/Wikipedia in a worker thread, alone, beside a thread
+running the real S stage in a loop, beside another *process* running the same S loop (same CPU load, no
+shared GIL), beside a thread holding the GIL in pure Python, and beside a thread busy in a GIL-free numpy
+kernel. The GIL switch interval is the executor's."""
+import subprocess, sys, threading, time, numpy as np, torch
 torch.set_num_threads(1)
-sys.setswitchinterval(0.0005)
+from mspipe_bench.harness.run import tune_allocator
+from mspipe_bench.trainers.executor import GIL_SWITCH_S
+tune_allocator()
+sys.setswitchinterval(GIL_SWITCH_S)
+MODEL = sys.argv[1] if len(sys.argv) > 1 else "tgn"
 from mspipe_bench.data.loaders import load_dataset
 from mspipe_bench.models.config import load_config
 from mspipe_bench.stages import make_context, run_stage
 from mspipe_bench.stages.stages import train_step, sample
 g = load_dataset("../shared/datasets/wikipedia")
-ctx = make_context(g, load_config("tgn"), seed=0)
+ctx = make_context(g, load_config(MODEL), seed=0)
 bs = ctx.batches("train", 0, g.split().train_end)
 for b in bs[:30]:
     for s in "SFMTU": run_stage(ctx, s, b)
+if len(sys.argv) > 2:  # the child of the "process" case: loop S until killed
+    print("ready", flush=True)
+    while True: sample(ctx, bs[31])
 b = bs[30]
 for s in "SFM": run_stage(ctx, s, b)
 rows = b.rows
@@ -29,10 +38,15 @@ def bg_python():
 big = np.random.rand(4_000_000)
 def bg_numpy():
     while not stop.is_set(): np.sort(big)
-def measure(bg, n=12):
+def measure(bg, n=12 if MODEL == "tgn" else 60):
     stop.clear()
-    th = threading.Thread(target=bg) if bg else None
-    if th: th.start()
+    th = proc = None
+    if bg == "process":
+        proc = subprocess.Popen([sys.executable, __file__, MODEL, "child"], stdout=subprocess.PIPE, text=True)
+        proc.stdout.readline()
+    elif bg:
+        th = threading.Thread(target=bg)
+        th.start()
     out = []
     def work():
         torch.set_num_threads(1)  # as the executor's workers do: a new thread does not inherit it everywhere
@@ -40,9 +54,10 @@ def measure(bg, n=12):
     w = threading.Thread(target=work); w.start(); w.join()
     stop.set()
     if th: th.join()
+    if proc: proc.kill(); proc.wait()
     return np.median(out[2:]) * 1e3
 res = {}
 for rnd in range(3):
-    for name, bg in [("alone", None), ("beside S loop", bg_sample), ("beside pure-Python (GIL held)", bg_python), ("beside numpy sort (GIL free)", bg_numpy)]:
+    for name, bg in [("alone", None), ("beside S loop (thread)", bg_sample), ("beside S loop (process)", "process"), ("beside pure-Python (GIL held)", bg_python), ("beside numpy sort (GIL free)", bg_numpy)]:
         res.setdefault(name, []).append(measure(bg))
-for k, v in res.items(): print(f"T {k:32s} {np.mean(v):6.1f} ms  (rounds: {', '.join(f'{x:.1f}' for x in v)})")
+for k, v in res.items(): print(f"T {MODEL} {k:32s} {np.mean(v):6.1f} ms  (rounds: {', '.join(f'{x:.1f}' for x in v)})")

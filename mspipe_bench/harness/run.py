@@ -106,11 +106,11 @@ def variant_name(trainer: str, staleness=None, mitigation=None, max_staleness=No
 
 # glibc malloc: keep freed memory in the process instead of returning it to the kernel. By default a large
 # tensor is an mmap of its own until glibc's dynamic threshold has risen past its size, and the heap top is
-# trimmed after frees; the next iteration then page-faults the same memory in again (and, in a pipelined
-# run, each unmap is a TLB shootdown on the core running the other thread). Measured on TGN/Wikipedia, B=600
-# (benchmarks/allocator_faults.py): 1,900-3,000 minor faults per sequential iteration by default, ~300
-# tuned, the iteration 1.08x faster; JODIE/APAN sequential unchanged. Pipelined efficiency rose for all
-# three models (benchmarks/paired_ratios.py --default-allocator vs default; README, "Allocator").
+# trimmed after frees; the next iteration then page-faults the same memory in again. Measured on
+# TGN/Wikipedia, B=600 (benchmarks/allocator_faults.py): 1,900-3,000 minor faults per sequential iteration
+# by default, ~300 tuned, the iteration 1.08x faster; JODIE/APAN sequential unchanged. Pipelined efficiency
+# rose for all three models (benchmarks/paired_ratios.py with and without --default-allocator; README,
+# "Allocator").
 MALLOC_MMAP_THRESHOLD = 1 << 30
 MALLOC_TRIM_THRESHOLD = 1 << 30  # mallopt takes a C int
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers (malloc.h)
