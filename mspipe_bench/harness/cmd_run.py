@@ -102,7 +102,8 @@ def register(sub) -> None:
         description="Train a memory-based TGNN under one trainer (schedule) and write one JSON result file "
         "with config, environment, metrics (throughput, AP/AUC, staleness, bubbles), per-epoch and "
         "per-iteration records and the stage timeline. Ctrl-C stops cleanly and keeps the partial result "
-        "(status 'interrupted').",
+        "(status 'interrupted'). glibc malloc is tuned to keep freed memory (env.allocator in the result; "
+        "MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ in the environment take precedence).",
     )
     add_run_arguments(p)
     p.add_argument("--out", default=None, help="result file (default: RESULTS_DIR/<label>_<key>.json)")
