@@ -58,6 +58,7 @@ def measure(bg, n=12 if MODEL == "tgn" else 60):
     return np.median(out[2:]) * 1e3
 res = {}
 for rnd in range(3):
-    for name, bg in [("alone", None), ("beside S loop (thread)", bg_sample), ("beside S loop (process)", "process"), ("beside pure-Python (GIL held)", bg_python), ("beside numpy sort (GIL free)", bg_numpy)]:
+    for name, bg in [("alone", None), ("beside S loop (thread)", bg_sample), ("beside S loop (process)", "process"),
+                     ("beside pure-Python (GIL held)", bg_python), ("beside numpy sort (GIL free)", bg_numpy)]:
         res.setdefault(name, []).append(measure(bg))
 for k, v in res.items(): print(f"T {MODEL} {k:32s} {np.mean(v):6.1f} ms  (rounds: {', '.join(f'{x:.1f}' for x in v)})")

@@ -170,7 +170,8 @@ class MemoryStore:
         u_mem, new_mem, new_mem_ts, u_mail, new_mail, new_mail_ts, unit = _latest_rows(
             mem_ids, mem, mem_ts, mail_ids, mail, mail_ts)
         with self.lock:
-            _write_rows(self.mem, self.mem_ts, self.touched, self.mail, self.mail_ts, self.mail_mask, self.mail_next,
+            _write_rows(self.mem, self.mem_ts, self.touched, self.mail, self.mail_ts, self.mail_mask,
+                        self.mail_next,
                         u_mem, new_mem, new_mem_ts, u_mail, new_mail, new_mail_ts, self.mailbox_size)
             self._set_recent(u_mem, new_mem, unit)
             self.version = self.version + 1 if version is None else version

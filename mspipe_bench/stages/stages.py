@@ -205,7 +205,8 @@ def update_memory(ctx: StageContext, b: Batch) -> None:
         e_src, hop_dst = hop1.edges()
         hop_nid = hop1.srcdata["nid"].index_select(0, e_src)
     mem, mem_ts, mail_ids, mail, mail_ts = _endpoint_updates(
-        sb.inverse, b.size, mem_ids, out.updated, out.updated_ts, torch.from_numpy(b.t), b.event_feat, hop_dst, hop_nid)
+        sb.inverse, b.size, mem_ids, out.updated, out.updated_ts, torch.from_numpy(b.t), b.event_feat,
+        hop_dst, hop_nid)
     ctx.store.update(mem_ids, mem, mem_ts, mail_ids, mail, mail_ts)
     b.out = ModelOutput(out.pos, out.neg, None, None)  # keep scores, drop per-node tensors
 

@@ -4,11 +4,12 @@
 same stage functions in worker threads (``rules.workers``), each taking iterations in order: with a bound
 k >= 2 four of them — ``sampler`` (S), ``loader`` (F and M, alternating, so F(i) follows M(i-1)), ``trainer``
 (T), ``updater`` (U); with k = 1 (presample, fixed-staleness K=1) two — ``sampler`` (S and F), ``trainer``
-(the chain M, T, U, which cannot overlap itself). Before starting
-``X(i)`` a worker waits, on one condition variable, until every prerequisite of ``rules.prerequisites`` has
-finished: one completion counter per stage kind (stages of a kind finish in order), so the memory gate
-"M(i) after U(i-k)" is ``done['U'] >= i-k+1``; a completion wakes only the threads whose wait it ends. Batch objects are handed over by iteration index (tickets);
-the run-ahead is bounded by the prefetch depth (S(i) after M(i-D)) and by k.
+(the chain M, T, U, which cannot overlap itself). Before starting ``X(i)`` a worker waits (on its own
+condition variable over one shared lock) until every prerequisite of ``rules.prerequisites`` has finished:
+one completion counter per stage kind (stages of a kind finish in order), so the memory gate "M(i) after
+U(i-k)" is ``done['U'] >= i-k+1``; a completion wakes only the threads whose wait it ends. Batch objects are
+handed over by iteration index (tickets); the run-ahead is bounded by the prefetch depth (S(i) after M(i-D))
+and by k.
 
 ``mspipe`` decides, when F(i) has finished, the minimal bound k(i) and the delayed start of M(i)
 (``rules.choose_staleness`` / ``rules.delayed_fetch_start``) from what is known at that moment and the
@@ -145,8 +146,10 @@ class Executor:
         self._batches = batches
         # One lock guards the counters; each thread waits on its own condition over it and is woken only
         # when what it waits for has happened (or on a failure). One shared condition with notify_all woke
-        # every worker and the caller on each of the five completions per iteration: JODIE/Wikipedia under
-        # presample with a free S ran 1.10x slower than sequential before this (the wake-ups take the GIL).
+        # every worker and the caller on each of the five completions per iteration, and every wake-up takes
+        # the GIL from the trainer thread. JODIE/Wikipedia presample with a precomputed (free) S ran at 0.90x
+        # of sequential with the same free S before this change and F's move to the sampler thread
+        # (rules.workers), 1.01x after (8 paired blocks each).
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)  # the caller's: workers exiting, failures
         self._waiting: dict[str, tuple[list, threading.Condition]] = {}  # thread -> what it waits for
