@@ -164,20 +164,18 @@ class TemporalAttentionLayer(nn.Module):
             kv_h = self.w_kv_h(h).view(len(h), 2, H, dh)
             k_h, v_h = kv_h[:, 0].contiguous(), kv_h[:, 1].contiguous()
             # per-edge inputs on the [num_dst, width] grid (empty slots: zero attention, dropped scores)
-            dt = block.edata["dt"].new_zeros(num_dst * width).index_copy_(0, slot, block.edata["dt"])
-            dt = dt.view(num_dst, width)
+            dt = _to_grid(block.edata["dt"], slot, num_dst, width)
             w_t, w_e = self.w_kv_t.weight, (self.w_kv_e.weight if self.w_kv_e is not None else None)
             omega, phase, time_grid = self.time_enc.w.weight.reshape(-1), self.time_enc.w.bias, {}
             score_grid = _GridTimeScores.apply(dt, omega, phase, _head_map(q, w_t[: self.dim_out]), time_grid)
             if w_e is not None:
-                x = edge_feat.new_zeros(num_dst * width, edge_feat.shape[1]).index_copy_(0, slot, edge_feat)
-                x = x.view(num_dst, width, -1)
+                x = _to_grid(edge_feat, slot, num_dst, width)
                 score_grid = score_grid + torch.bmm(x, _head_map(q, w_e[: self.dim_out]))
             score = _EdgeDot.apply(nodes, k_h, q).squeeze(2)  # [E, H]
             score = score + score_grid.view(num_dst * width, H).index_select(0, slot)
             att = self.attn_drop(dgl.ops.edge_softmax(block, nn.functional.leaky_relu(score, 0.2)))  # [E, H]
             z = _EdgeWeightedSum.apply(nodes, v_h, att.unsqueeze(2))  # [num_dst, H, dh]
-            att_grid = att.new_zeros(num_dst * width, H).index_copy(0, slot, att).view(num_dst, width, H)
+            att_grid = _to_grid(att, slot, num_dst, width)
             z = z + _map_heads(_GridTimeAggregate.apply(att_grid, omega, phase, time_grid), w_t[self.dim_out :])
             if w_e is not None:
                 z = z + _map_heads(torch.bmm(att_grid.transpose(1, 2), x), w_e[self.dim_out :])
@@ -245,8 +243,8 @@ class _GridTimeScores(torch.autograd.Function):
     ``s[v, f, h] = Σ_t φ[v, f, t] · qk[v, t, h]``. Together with :class:`_GridTimeAggregate` (which reuses
     ``φ`` through ``time_grid``) this never materialises ``∂L/∂φ``: the gradients of ``ω`` and ``b`` are
     ``-Σ sin(x)·(…)`` contracted over the grid in one batched product per function, and ``sin(x)`` is
-    computed once for both. Autograd's version materialises ``∂L/∂φ`` from each use, their sum, ``sin(x)`` and
-``∂L/∂x``, each a ``[V, W, T]`` tensor."""
+        computed once for both. Autograd's version materialises ``∂L/∂φ`` from each use, their sum, ``sin(x)``
+    and ``∂L/∂x``, each a ``[V, W, T]`` tensor."""
 
     @staticmethod
     def forward(ctx, dt, omega, phase, qk, time_grid: dict):
@@ -296,6 +294,13 @@ def _time_param_grads(t: dict, a: torch.Tensor, c: torch.Tensor):
     grad_phase = -(s[:, :H] * c).sum((0, 1))
     grad_omega = -(s[:, H:] * c).sum((0, 1))
     return grad_omega, grad_phase
+
+
+def _to_grid(values: torch.Tensor, slot: torch.Tensor, num_dst: int, width: int) -> torch.Tensor:
+    """Per-edge ``values`` ``[E, ...]`` laid out on the ``[num_dst, width, ...]`` grid of :func:`_grid_slots`;
+    empty slots are zero (differentiable in ``values``)."""
+    grid = values.new_zeros(num_dst * width, *values.shape[1:]).index_copy_(0, slot, values)
+    return grid.view(num_dst, width, *values.shape[1:])
 
 
 def _grid_slots(e_dst: torch.Tensor, num_dst: int) -> tuple[torch.Tensor, int]:

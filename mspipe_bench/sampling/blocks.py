@@ -54,8 +54,8 @@ def sample_blocks(
     rng: np.random.Generator | None = None,
     memory_of: str = "all",
 ) -> SampledBlocks:
-    dst_nid = np.asarray(root_nid, dtype=np.int64)
-    dst_ts = np.asarray(root_ts, dtype=np.float64)
+    roots, roots_ts = np.asarray(root_nid, dtype=np.int64), np.asarray(root_ts, dtype=np.float64)
+    dst_nid, dst_ts = roots, roots_ts
     blocks = []
     for fanout in fanouts:
         hop = sampler.sample(dst_nid, dst_ts, fanout, strategy, rng)
@@ -76,7 +76,6 @@ def sample_blocks(
     blocks.reverse()
     if memory_of not in ("all", "roots"):
         raise ValueError(f"memory_of must be 'all' or 'roots', got {memory_of!r}")
-    roots = np.asarray(root_nid, dtype=np.int64)
     nodes = blocks[0].srcdata["nid"].numpy() if memory_of == "all" and blocks else roots
     uniq, inv = unique_inverse(nodes, sampler.num_nodes)
     return SampledBlocks(
@@ -84,7 +83,7 @@ def sample_blocks(
         unique_nid=torch.from_numpy(uniq),
         inverse=torch.from_numpy(inv),
         num_roots=len(roots),
-        root_ts=torch.from_numpy(np.asarray(root_ts, dtype=np.float64)),
+        root_ts=torch.from_numpy(roots_ts),
     )
 
 

@@ -147,13 +147,15 @@ class Executor:
         # One lock guards the counters; each thread waits on its own condition over it and is woken only
         # when what it waits for has happened (or on a failure). One shared condition with notify_all woke
         # every worker and the caller on each of the five completions per iteration, and every wake-up takes
-        # the GIL from the trainer thread. JODIE/Wikipedia presample with a precomputed (free) S ran at 0.90x
-        # of sequential with the same free S before this change and F's move to the sampler thread
-        # (rules.workers), 1.01x after (8 paired blocks each).
+        # the GIL from the trainer thread. JODIE/Wikipedia presample with a precomputed (free) S, as a ratio
+        # to sequential with the same free S: 0.90x and 0.87x before (6 and 10 paired rounds), 0.97x and
+        # 0.89x with these wake-ups alone (6 and 8), 1.01x once F also moved to the sampler thread
+        # (rules.workers; 8 rounds).
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)  # the caller's: workers exiting, failures
-        self._waiting: dict[str, tuple[list, threading.Condition]] = {}  # thread -> what it waits for
-        self._conds: dict[str, threading.Condition] = {}
+        thread_stages = workers(self.schedule)
+        self._conds = {name: threading.Condition(self._lock) for name in thread_stages}  # one per worker thread
+        self._waiting: dict[str, list] = {}  # worker -> the prerequisites it is waiting for
         self._done = {s: 0 for s in STAGES}
         self._error: BaseException | None = None
         self._view = TimelineView(self.schedule, tau=self.estimator.get)
@@ -162,7 +164,7 @@ class Executor:
         sys.setswitchinterval(GIL_SWITCH_S)
         threads = [
             threading.Thread(target=self._worker, args=(stages,), name=name, daemon=True)
-            for name, stages in workers(self.schedule).items()
+            for name, stages in thread_stages.items()
         ]
         # Completion is tracked with our own counter, not Thread.join: a KeyboardInterrupt that lands inside
         # Thread.join can leave the thread marked finished while it still runs (CPython's tstate lock).
@@ -209,7 +211,7 @@ class Executor:
             if self._error is None:
                 self._error = exc
             self._cond.notify_all()
-            for _, cond in self._waiting.values():
+            for cond in self._conds.values():
                 cond.notify()
 
     def _worker(self, stages: tuple[str, ...]) -> None:
@@ -236,6 +238,7 @@ class Executor:
     def _wait(self, pre: list[tuple[str, int]], until: float | None = None) -> None:
         name = threading.current_thread().name
         with self._lock:
+            self._waiting[name] = pre
             try:
                 while True:
                     if self._error is not None:
@@ -244,19 +247,15 @@ class Executor:
                     if self._satisfied(pre) and (until is None or now >= until):
                         return
                     timeout = POLL_S if until is None else max(0.0, min(POLL_S, until - now))
-                    cond = self._conds.get(name)
-                    if cond is None:
-                        cond = self._conds[name] = threading.Condition(self._lock)
-                    self._waiting[name] = (pre, cond)
-                    cond.wait(timeout=timeout)
+                    self._conds[name].wait(timeout=timeout)
             finally:
-                self._waiting.pop(name, None)
+                del self._waiting[name]
 
     def _wake_satisfied(self) -> None:
         """Called with the lock held after a completion: wake the workers whose prerequisites now hold."""
-        for pre, cond in self._waiting.values():
+        for name, pre in self._waiting.items():
             if self._satisfied(pre):
-                cond.notify()
+                self._conds[name].notify()
 
     def _decide_k(self, b: Batch) -> tuple[int, float | None]:
         """Bound and earliest start of M(b.i): fixed trainers k, no delay; mspipe per design.md §2."""
