@@ -8,6 +8,7 @@ import random
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -62,6 +63,27 @@ def test_presample_and_k1_are_bit_identical_to_sequential(model):
     # the stages ran in the threads rules.workers assigns (presample: the M -> T -> U chain in one)
     for r in rec_p:
         assert {s: r.times[s][2] for s in "SFMTU"} == {"S": "sampler", "F": "sampler", "M": "trainer", "T": "trainer", "U": "trainer"}
+
+
+@pytest.mark.parametrize("model,fanout", [("tgn", 10), ("jodie", 0)])
+def test_iteration_records_count_the_work_against_brute_force(model, fanout):
+    """Each record's roots, sampled edges and unique nodes, recounted from the events: a root's sampled edges
+    are its ``fanout`` most recent events strictly before its time (either endpoint); the unique nodes are the
+    roots and those events' other endpoints."""
+    ctx = make_context(GRAPH, small_config(model), seed=7, mitigation=MitigationConfig(enabled=False))
+    batches = ctx.batches("train", 0, GRAPH.split().train_end)[:6]
+    records = Executor(ctx, make_schedule("presample")).run_epoch(batches)
+    src, dst, t = GRAPH.src, GRAPH.dst, GRAPH.t
+    for b, r in zip(batches, records):
+        roots = np.concatenate([b.src, b.dst, b.neg])
+        times = np.concatenate([b.t, b.t, b.t])
+        edges, nodes = 0, set(roots.tolist())
+        for v, tv in zip(roots, times):
+            hist = np.flatnonzero(((src == v) | (dst == v)) & (t < tv))[-fanout:] if fanout else []
+            edges += len(hist)
+            nodes.update(np.where(src[hist] == v, dst[hist], src[hist]).tolist())
+        assert (r.roots, r.sampled_edges, r.unique_nodes) == (3 * b.size, edges, len(nodes)), (b.i, model)
+    assert records[-1].sampled_edges > 0 or fanout == 0
 
 
 def test_staleness_changes_numerics():

@@ -269,7 +269,7 @@ def make_context(
         graph=graph,
         cfg=cfg,
         model=model,
-        optimizer=torch.optim.Adam(model.parameters(), lr=cfg.train.lr),
+        optimizer=torch.optim.Adam(model.parameters(), lr=cfg.train.lr, foreach=True),
         store=store,
         sampler=TemporalSampler(graph),
         negatives=NegativeSampler(graph, negatives),

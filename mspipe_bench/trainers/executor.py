@@ -70,6 +70,10 @@ class IterationRecord:
     bubble_s: float
     loss: float
     times: dict  # stage -> (start, end, thread), perf_counter seconds
+    # the iteration's work: embedded roots (src, dst, negatives), sampled block edges, unique fetched nodes
+    roots: int = 0
+    sampled_edges: int = 0
+    unique_nodes: int = 0
 
     def to_dict(self) -> dict:
         return {
@@ -82,6 +86,9 @@ class IterationRecord:
             "bubble_s": self.bubble_s,
             "loss": self.loss,
             "durations": {s: self.times[s][1] - self.times[s][0] for s in STAGES},
+            "roots": self.roots,
+            "sampled_edges": self.sampled_edges,
+            "unique_nodes": self.unique_nodes,
         }
 
 
@@ -139,6 +146,9 @@ class Executor:
             bubble_s=bubble,
             loss=b.loss,
             times=dict(b.times),
+            roots=b.sampled.num_roots,
+            sampled_edges=b.sampled.num_sampled_edges,
+            unique_nodes=len(b.sampled.unique_nid),
         )
 
     # ------------------------------------------------------------------ pipelined

@@ -123,4 +123,8 @@ def summarize(iterations: list[IterationRecord], train_events: float, train_seco
         "mitigated_nodes": int(sum(r.mitigated_nodes for r in iterations)),
         "mitigation_share_of_M": (sum(r.mitigation_s for r in iterations) / m_time) if m_time else 0.0,
         "stage_seconds": {s: float(sum(r.times[s][1] - r.times[s][0] for r in iterations)) for s in STAGES},
+        # work per training iteration (means): what the events/s above paid for
+        "mean_roots": float(np.mean([r.roots for r in iterations])) if iterations else 0.0,
+        "mean_sampled_edges": float(np.mean([r.sampled_edges for r in iterations])) if iterations else 0.0,
+        "mean_unique_nodes": float(np.mean([r.unique_nodes for r in iterations])) if iterations else 0.0,
     }
