@@ -3,8 +3,10 @@
 
 Why T slows down beside the other stages: T of MODEL/Wikipedia in a worker thread, alone, beside a thread
 running the real S stage in a loop, beside another *process* running the same S loop (same CPU load, no
-shared GIL), beside a thread holding the GIL in pure Python, and beside a thread busy in a GIL-free numpy
-kernel. The GIL switch interval is the executor's."""
+shared GIL), beside a thread holding the GIL in pure Python, and beside a GIL-free numpy sort in a thread
+and in another process. The process cases share no GIL with T: what they cost T is the two vCPUs' shared
+hardware (caches, memory bandwidth, and the host's scheduling of the vCPUs). The GIL switch interval is the
+executor's."""
 import subprocess, sys, threading, time, numpy as np, torch
 torch.set_num_threads(1)
 from mspipe_bench.harness.run import tune_allocator
@@ -12,6 +14,11 @@ from mspipe_bench.trainers.executor import GIL_SWITCH_S
 tune_allocator()
 sys.setswitchinterval(GIL_SWITCH_S)
 MODEL = sys.argv[1] if len(sys.argv) > 1 else "tgn"
+CHILD = sys.argv[2] if len(sys.argv) > 2 else None  # "sample" | "sort": a background process of a case below
+big = np.random.rand(4_000_000)
+if CHILD == "sort":
+    print("ready", flush=True)
+    while True: np.sort(big)
 from mspipe_bench.data.loaders import load_dataset
 from mspipe_bench.models.config import load_config
 from mspipe_bench.stages import make_context, run_stage
@@ -21,7 +28,7 @@ ctx = make_context(g, load_config(MODEL), seed=0)
 bs = ctx.batches("train", 0, g.split().train_end)
 for b in bs[:30]:
     for s in "SFMTU": run_stage(ctx, s, b)
-if len(sys.argv) > 2:  # the child of the "process" case: loop S until killed
+if CHILD == "sample":  # the child of the "S loop (process)" case: loop S until killed
     print("ready", flush=True)
     while True: sample(ctx, bs[31])
 b = bs[30]
@@ -35,14 +42,13 @@ def bg_sample():
     while not stop.is_set(): sample(ctx, bb)
 def bg_python():
     while not stop.is_set(): sum(i * i for i in range(2000))
-big = np.random.rand(4_000_000)
 def bg_numpy():
     while not stop.is_set(): np.sort(big)
 def measure(bg, n=12 if MODEL == "tgn" else 60):
     stop.clear()
     th = proc = None
-    if bg == "process":
-        proc = subprocess.Popen([sys.executable, __file__, MODEL, "child"], stdout=subprocess.PIPE, text=True)
+    if bg in ("sample", "sort"):
+        proc = subprocess.Popen([sys.executable, __file__, MODEL, bg], stdout=subprocess.PIPE, text=True)
         proc.stdout.readline()
     elif bg:
         th = threading.Thread(target=bg)
@@ -58,7 +64,7 @@ def measure(bg, n=12 if MODEL == "tgn" else 60):
     return np.median(out[2:]) * 1e3
 res = {}
 for rnd in range(3):
-    for name, bg in [("alone", None), ("beside S loop (thread)", bg_sample), ("beside S loop (process)", "process"),
-                     ("beside pure-Python (GIL held)", bg_python), ("beside numpy sort (GIL free)", bg_numpy)]:
+    for name, bg in [("alone", None), ("beside S loop (thread)", bg_sample), ("beside S loop (process)", "sample"),
+                     ("beside pure-Python (GIL held)", bg_python), ("beside numpy sort (GIL free)", bg_numpy), ("beside numpy sort (process)", "sort")]:
         res.setdefault(name, []).append(measure(bg))
 for k, v in res.items(): print(f"T {MODEL} {k:32s} {np.mean(v):6.1f} ms  (rounds: {', '.join(f'{x:.1f}' for x in v)})")
