@@ -165,7 +165,8 @@ class Executor:
         self._cond = threading.Condition(self._lock)  # the caller's: workers exiting, failures
         thread_stages = workers(self.schedule)
         self._conds = {name: threading.Condition(self._lock) for name in thread_stages}  # one per worker thread
-        self._waiting: dict[str, list] = {}  # worker -> the prerequisites it is waiting for
+        # worker -> the prerequisites it is waiting for, and the start it is delayed to (mspipe's M) or None
+        self._waiting: dict[str, tuple[list, float | None]] = {}
         self._done = {s: 0 for s in STAGES}
         self._error: BaseException | None = None
         self._view = TimelineView(self.schedule, tau=self.estimator.get)
@@ -248,7 +249,7 @@ class Executor:
     def _wait(self, pre: list[tuple[str, int]], until: float | None = None) -> None:
         name = threading.current_thread().name
         with self._lock:
-            self._waiting[name] = pre
+            self._waiting[name] = (pre, until)
             try:
                 while True:
                     if self._error is not None:
@@ -262,9 +263,12 @@ class Executor:
                 del self._waiting[name]
 
     def _wake_satisfied(self) -> None:
-        """Called with the lock held after a completion: wake the workers whose prerequisites now hold."""
-        for name, pre in self._waiting.items():
-            if self._satisfied(pre):
+        """Called with the lock held after a completion: wake the workers whose prerequisites now hold. A
+        worker delayed to a later start (mspipe's M) is left to its timed wait until then: waking it on every
+        completion doubled the loader's wake-ups (JODIE, 840 iterations: 1,726 waits instead of 839)."""
+        now = time.perf_counter()
+        for name, (pre, until) in self._waiting.items():
+            if (until is None or now >= until) and self._satisfied(pre):
                 self._conds[name].notify()
 
     def _decide_k(self, b: Batch) -> tuple[int, float | None]:
