@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from mspipe_bench.harness.results import load_result, load_results, speedups
+from mspipe_bench.trainers.rules import THREAD_ORDER
 
 FIGURES = ("throughput", "accuracy", "staleness_sweep", "convergence", "stage_breakdown", "gantt", "staleness",
            "measured_vs_simulated")
@@ -40,7 +41,6 @@ STAGES = ("S", "F", "M", "T", "U")
 STAGE_NAMES = {"S": "S sample", "F": "F feature fetch", "M": "M memory fetch", "T": "T train",
                "U": "U memory update"}
 STAGE_COLORS = {"S": "#4C72B0", "F": "#64B5CD", "M": "#C44E52", "T": "#8172B2", "U": "#DD8452"}
-LANES = ("sampler", "loader", "trainer", "updater", "main", "MainThread")
 GANTT_ITERATIONS = 8
 
 
@@ -546,7 +546,7 @@ def plot_gantt(plt, row: pd.Series, results: _Results, n_show: int = GANTT_ITERA
     end_meas = max(end for i, _, _, end, _ in measured if i < n_show) - t0
     end_sim = max(end for i, _, _, end, _ in simulated if i < n_show)
     xmax = max(end_meas, end_sim) * 1e3 * 1.02
-    lanes = [ln for ln in LANES if ln in {t for *_, t in measured} | {w for *_, w in simulated}]
+    lanes = [ln for ln in THREAD_ORDER if ln in {t for *_, t in measured} | {w for *_, w in simulated}]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(12.0, 1.2 + 2 * (0.42 * len(lanes) + 0.9)), sharex=True)
     _draw_lanes(ax1, measured, n_show, t0, lanes, xmax)
     _draw_lanes(ax2, simulated, n_show, 0.0, lanes, xmax)

@@ -15,7 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-THREAD_ORDER = ("sampler", "loader", "trainer", "updater", "main", "MainThread")
+from mspipe_bench.trainers.rules import THREAD_ORDER
+
 STAGE_COLORS = {  # chrome://tracing reserved colour names
     "S": "thread_state_runnable",
     "F": "cq_build_attempt_passed",

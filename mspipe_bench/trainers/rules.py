@@ -85,6 +85,9 @@ PIPELINE_WORKERS = {"sampler": ("S",), "loader": ("F", "M"), "trainer": ("T",), 
 CHAIN_WORKERS = {"sampler": ("S", "F"), "trainer": ("M", "T", "U")}
 SEQUENTIAL_WORKERS = {"main": STAGES}
 WORKER_NAMES = frozenset(PIPELINE_WORKERS) | frozenset(CHAIN_WORKERS)
+# display order of the threads that run stages (trace events, Gantt lanes): the pipeline's workers, then the
+# sequential trainer's thread ("main" in a simulation, "MainThread" when measured)
+THREAD_ORDER = (*PIPELINE_WORKERS, *SEQUENTIAL_WORKERS, "MainThread")
 
 
 def workers(schedule: Schedule) -> dict[str, tuple[str, ...]]:
