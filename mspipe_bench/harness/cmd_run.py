@@ -78,9 +78,8 @@ def format_summary(result: dict) -> str:
         f"k mean {m['mean_k']:.2f}, max {m['max_k']}",
         f"  bubble share       {m['bubble_share']:.1%}",
     ]
-    if "mean_roots" in m:  # results written before the work counts were recorded lack them
-        lines.append(f"  work / iteration   {m['mean_roots']:,.0f} roots, {m['mean_sampled_edges']:,.0f} sampled edges, "
-                     f"{m['mean_unique_nodes']:,.0f} unique nodes")
+    lines.append(f"  work / iteration   {m['mean_roots']:,.0f} roots, {m['mean_sampled_edges']:,.0f} sampled edges, "
+                 f"{m['mean_unique_nodes']:,.0f} unique nodes")
     total = sum(result["stages"].values()) or 1.0
     lines.append("  stage share        " + "  ".join(f"{s} {v / total:.1%}" for s, v in result["stages"].items()))
     return "\n".join(lines)

@@ -243,7 +243,7 @@ class _GridTimeScores(torch.autograd.Function):
     ``s[v, f, h] = Σ_t φ[v, f, t] · qk[v, t, h]``. Together with :class:`_GridTimeAggregate` (which reuses
     ``φ`` through ``time_grid``) this never materialises ``∂L/∂φ``: the gradients of ``ω`` and ``b`` are
     ``-Σ sin(x)·(…)`` contracted over the grid in one batched product per function, and ``sin(x)`` is
-        computed once for both. Autograd's version materialises ``∂L/∂φ`` from each use, their sum, ``sin(x)``
+    computed once for both. Autograd's version materialises ``∂L/∂φ`` from each use, their sum, ``sin(x)``
     and ``∂L/∂x``, each a ``[V, W, T]`` tensor."""
 
     @staticmethod

@@ -59,6 +59,9 @@ class _Abort(Exception):
     """Raised inside a worker when another worker failed or the run was interrupted."""
 
 
+WORK_FIELDS = ("roots", "sampled_edges", "unique_nodes")  # an iteration's work, in IterationRecord
+
+
 @dataclass
 class IterationRecord:
     epoch: int
@@ -71,9 +74,9 @@ class IterationRecord:
     loss: float
     times: dict  # stage -> (start, end, thread), perf_counter seconds
     # the iteration's work: embedded roots (src, dst, negatives), sampled block edges, unique fetched nodes
-    roots: int = 0
-    sampled_edges: int = 0
-    unique_nodes: int = 0
+    roots: int
+    sampled_edges: int
+    unique_nodes: int
 
     def to_dict(self) -> dict:
         return {
@@ -86,9 +89,7 @@ class IterationRecord:
             "bubble_s": self.bubble_s,
             "loss": self.loss,
             "durations": {s: self.times[s][1] - self.times[s][0] for s in STAGES},
-            "roots": self.roots,
-            "sampled_edges": self.sampled_edges,
-            "unique_nodes": self.unique_nodes,
+            **{k: getattr(self, k) for k in WORK_FIELDS},
         }
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from mspipe_bench.data.graph import Split
 from mspipe_bench.stages.stages import StageContext
 from mspipe_bench.trainers.evaluate import evaluate
-from mspipe_bench.trainers.executor import Executor, IterationRecord
+from mspipe_bench.trainers.executor import WORK_FIELDS, Executor, IterationRecord
 from mspipe_bench.trainers.rules import STAGES, Schedule, StageEstimator
 
 
@@ -124,7 +124,6 @@ def summarize(iterations: list[IterationRecord], train_events: float, train_seco
         "mitigation_share_of_M": (sum(r.mitigation_s for r in iterations) / m_time) if m_time else 0.0,
         "stage_seconds": {s: float(sum(r.times[s][1] - r.times[s][0] for r in iterations)) for s in STAGES},
         # work per training iteration (means): what the events/s above paid for
-        "mean_roots": float(np.mean([r.roots for r in iterations])) if iterations else 0.0,
-        "mean_sampled_edges": float(np.mean([r.sampled_edges for r in iterations])) if iterations else 0.0,
-        "mean_unique_nodes": float(np.mean([r.unique_nodes for r in iterations])) if iterations else 0.0,
+        **{f"mean_{k}": float(np.mean([getattr(r, k) for r in iterations])) if iterations else 0.0
+           for k in WORK_FIELDS},
     }
