@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from mspipe_bench.errors import UserError
+
 # (module, ...) in the order shown by --help
 COMMAND_MODULES = [
     "mspipe_bench.harness.cmd_bench",
@@ -22,10 +24,6 @@ COMMAND_MODULES = [
     "mspipe_bench.harness.cmd_trace",
     "mspipe_bench.harness.cmd_paper",
 ]
-
-
-class UserError(Exception):
-    """An error caused by bad input; printed without a traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UserError, ValueError, FileNotFoundError) as exc:
+    except (UserError, FileNotFoundError) as exc:  # bad input: one line, exit 2; bugs keep their traceback
         print(f"mspipe-bench {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

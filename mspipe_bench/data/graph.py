@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mspipe_bench.errors import UserError
 
-class DatasetError(ValueError):
+
+class DatasetError(UserError):
     """Bad dataset input. The message names the file, the field/line and the offending value."""
 
 

@@ -193,6 +193,11 @@ def write_json_atomic(path: str | Path, data: dict) -> Path:
 
 def run(spec: RunSpec, progress: bool = False, hook=None) -> dict:
     """Run one experiment and return its result dict (not written). ``hook`` is the test-only stage hook."""
+    return run_context(spec, progress, hook)[1]
+
+
+def run_context(spec: RunSpec, progress: bool = False, hook=None):
+    """:func:`run`, also returning the trained :class:`StageContext` (model, optimiser, memory) for checks."""
     import torch
 
     from mspipe_bench.data.loaders import load_dataset
@@ -230,7 +235,7 @@ def run(spec: RunSpec, progress: bool = False, hook=None) -> dict:
                   model_config=cfg.to_dict())
     metrics = dict(res.metrics)
     stages = metrics.pop("stage_seconds")
-    return {
+    return ctx, {
         "schema": SCHEMA,
         "status": "interrupted" if res.interrupted else "complete",
         "started_at": started,

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from mspipe_bench.errors import UserError
 from mspipe_bench.harness.run import RunSpec, default_result_path, write_json_atomic
 
 TRAINER_NAMES = ("sequential", "presample", "fixed-staleness", "mspipe")
@@ -53,7 +54,7 @@ TRAINER_AXES = {"staleness": ("fixed-staleness",), "mitigation": ("mspipe",)}
 WARMUP_DATASET = "synthetic:nodes=200,events=3000"
 
 
-class SpecError(ValueError):
+class SpecError(UserError):
     """An invalid sweep spec (message names the file and the key)."""
 
 

@@ -1,0 +1,13 @@
+"""The one error type for bad user input.
+
+A :class:`UserError` is raised where input from the user (a command-line value, a dataset file, a config,
+a sweep spec, a profile, a result file) is wrong; its message is one line naming the file, field and value.
+``mspipe-bench`` prints it without a traceback and exits 2. Every other exception is a bug of ours and keeps
+its traceback (exit 1). It subclasses ``ValueError`` so that callers catching bad values keep working.
+"""
+
+from __future__ import annotations
+
+
+class UserError(ValueError):
+    """Bad input from the user: one line naming the file, field and value; the CLI exits 2."""
