@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from mspipe_bench.harness.results import load_result, load_results, speedups
+from mspipe_bench.harness.variants import order_variants, variant_color
 from mspipe_bench.trainers.rules import THREAD_ORDER
 
 FIGURES = ("throughput", "accuracy", "staleness_sweep", "convergence", "stage_breakdown", "gantt", "staleness",
@@ -85,37 +86,6 @@ def _setup():
         "axes.spines.right": False,
     })
     return plt
-
-
-def _variant_sort_key(v: str) -> tuple:
-    base = [("sequential", 0), ("presample", 1), ("fixed-staleness", 2), ("mspipe", 3)]
-    for name, rank in base:
-        if v == name or v.startswith(name + "-"):
-            k = re.search(r"-k(\d+)", v) if name == "fixed-staleness" else None
-            return (rank, int(k.group(1)) if k else 0, v != name, v)
-    return (9, 0, True, v)
-
-
-def order_variants(variants: Iterable[str]) -> list[str]:
-    return sorted(dict.fromkeys(variants), key=_variant_sort_key)
-
-
-def variant_color(v: str) -> Any:
-    import matplotlib
-
-    if v == "sequential":
-        return "#7f7f7f"
-    if v.startswith("presample"):
-        return "#1f77b4"
-    if v.startswith("fixed-staleness"):
-        m = re.search(r"-k(\d+)", v)
-        k = int(m.group(1)) if m else 2
-        return matplotlib.colormaps["Oranges"](min(0.95, 0.35 + 0.15 * k))
-    if v == "mspipe":
-        return "#2ca02c"
-    if v.startswith("mspipe"):
-        return "#98df8a" if "nomit" in v else "#17becf"
-    return "#9467bd"
 
 
 def _short(v: str) -> str:

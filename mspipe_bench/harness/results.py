@@ -240,7 +240,7 @@ def trainer_table(df: pd.DataFrame) -> str:
     per-seed ratios), test AP, mean / max observed staleness, bubble share (``df`` after :func:`speedups`)."""
     if df.empty:
         return "(no results)"
-    from mspipe_bench.harness.plots import order_variants
+    from mspipe_bench.harness.variants import order_variants
 
     header = ("model", "dataset", "trainer", "seeds", "events/s", "speedup", "test AP", "obs. stal. mean/max",
               "bubble")
