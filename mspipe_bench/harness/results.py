@@ -1,29 +1,34 @@
-"""The results store: read result JSON files (``mspipe-bench/result/1``, written by :mod:`.run`) into one
-pandas DataFrame, and derive speedups.
+"""The results store: read result files (``mspipe-bench/result/1``, written by :mod:`.run`; plain ``.json``
+or gzip-compressed ``.json.gz``, read alike) into one pandas DataFrame, and derive speedups.
 
-- :func:`load_result` reads one file and checks its schema (ValueError naming the file when it is
+- :func:`load_result` reads one file and checks its schema (:class:`UserError` naming the file when it is
   malformed, :class:`NotAResult` when the file is valid JSON but not a result at all);
-- :func:`load_results` reads files and directories (recursively, ``*.json``) into one row per run: the
-  run's ``config.*`` fields, ``metrics.*``, ``status``, ``env.cpu``, ``dataset.name``, ``path`` and ``dir``
-  (the directory holding the file: one sweep), plus ``variant`` (trainer with its bound / mitigation, e.g.
-  ``fixed-staleness-k2``, ``mspipe-nomit``) and ``dataset_label`` (a short dataset name for plots).
-  JSON files that are not results (traces, simulator output) are skipped with a warning;
+- :func:`load_results` reads files and directories (recursively, ``*.json`` and ``*.json.gz``) into one row
+  per run: the run's ``config.*`` fields, ``metrics.*``, ``status``, ``env.cpu``, ``env.machine`` (the
+  :func:`machine_tag`), ``dataset.name``, ``path`` and ``dir`` (the directory holding the file: one sweep),
+  plus ``variant`` (trainer with its bound / mitigation, e.g. ``fixed-staleness-k2``, ``mspipe-nomit``) and
+  ``dataset_label`` (a short dataset name for plots). JSON files that are not results (traces, simulator
+  output) are skipped with a warning;
 - :func:`speedups` adds ``speedup_vs_sequential``: a run's training events/s over the ``sequential`` run of
   the same workload (model, dataset, seed, epochs, batch size, iteration cap, config overrides, threads),
   **in the same directory and on the same CPU** -- ratios are never formed across sweeps or machines
-  (design.md §4).
+  (design.md §4);
+- :func:`text_table` is the one text-table formatter of the harness (trainer table, run summary, sweep plan).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
+import re
 import warnings
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import pandas as pd
 
+from mspipe_bench.errors import UserError
 from mspipe_bench.harness.run import variant_name
 
 SCHEMA_PREFIX = "mspipe-bench/result/"
@@ -58,16 +63,44 @@ CONFIG_COLUMNS = ("model", "dataset", "trainer", "staleness", "max_staleness", "
 CONFIG_DEFAULTS = {"negatives": "all"}  # fields added to the schema later: their value in older files
 
 
-class NotAResult(Exception):
+RESULT_PATTERNS = ("*.json", "*.json.gz")
+
+
+class NotAResult(UserError):
     """A JSON file that is not a result file (no ``schema: mspipe-bench/result/...``)."""
 
 
-def _fail(path: Path, problem: str) -> ValueError:
-    return ValueError(f"{path}: malformed result file: {problem}")
+def _fail(path: Path, problem: str) -> UserError:
+    return UserError(f"{path}: malformed result file: {problem}")
+
+
+def machine_tag(env: dict) -> str:
+    """A short name of the machine a result was measured on, from its ``env.cpu`` and ``env.cpu_count``:
+    ``Intel(R) Xeon(R) Processor`` with 2 CPUs -> ``intel-xeon-2cpu`` (trademarks, "CPU"/"Processor" and the
+    clock dropped). Names the directories of ``results/reference/`` and labels runs in tables and figures."""
+    cpu = str(env.get("cpu") or "")
+    cpu = re.sub(r"\((r|tm|c)\)", " ", cpu, flags=re.IGNORECASE)
+    cpu = re.sub(r"@.*$", " ", cpu)
+    cpu = re.sub(r"\b(cpu|processor|\d+-core)\b", " ", cpu, flags=re.IGNORECASE)
+    slug = re.sub(r"[^a-z0-9]+", "-", cpu.lower()).strip("-") or "unknown-cpu"
+    count = env.get("cpu_count")
+    return f"{slug}-{count}cpu" if count else slug
+
+
+def read_json(path: str | Path):
+    """The JSON document in ``path`` (gunzipped when the name ends in ``.gz``); unreadable -> UserError."""
+    path = Path(path)
+    try:
+        if path.name.endswith(".gz"):
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                return json.load(fh)
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:
+        raise _fail(path, f"not valid {'gzip-compressed ' if path.name.endswith('.gz') else ''}JSON ({exc})") from None
 
 
 def validate_result(data, path: str | Path = "<result>") -> dict:
-    """Check the structure of a result dict; raise ValueError naming ``path`` and the problem."""
+    """Check the structure of a result dict; raise :class:`UserError` naming ``path`` and the problem."""
     path = Path(path)
     if not isinstance(data, dict) or "schema" not in data:
         raise NotAResult(f"{path}: not a result file (no 'schema' key)")
@@ -102,26 +135,23 @@ def validate_result(data, path: str | Path = "<result>") -> dict:
 
 
 def load_result(path: str | Path) -> dict:
-    """Read and schema-check one result file. Unreadable or malformed → ValueError naming the file; valid
-    JSON that is not a result file → :class:`NotAResult`."""
+    """Read and schema-check one result file (``.json`` or ``.json.gz``). Unreadable or malformed →
+    :class:`UserError` naming the file; valid JSON that is not a result file → :class:`NotAResult`."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"result file {path} not found")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _fail(path, f"not valid JSON ({exc})") from None
-    return validate_result(data, path)
+    return validate_result(read_json(path), path)
 
 
 def result_files(paths_or_dirs: str | Path | Iterable[str | Path]) -> list[Path]:
-    """``*.json`` files given directly or found (recursively) under the given directories, sorted."""
+    """Files given directly, or ``*.json`` / ``*.json.gz`` found (recursively) under the given directories,
+    sorted."""
     if isinstance(paths_or_dirs, (str, Path)):
         paths_or_dirs = [paths_or_dirs]
     files: list[Path] = []
     for p in map(Path, paths_or_dirs):
         if p.is_dir():
-            files.extend(sorted(q for q in p.rglob("*.json") if q.is_file()))
+            files.extend(sorted(q for pattern in RESULT_PATTERNS for q in p.rglob(pattern) if q.is_file()))
         elif p.is_file():
             files.append(p)
         else:
@@ -155,6 +185,7 @@ def row_of(result: dict, path: str | Path) -> dict:
     row["status"] = result["status"]
     row["env.cpu"] = result["env"].get("cpu")
     row["env.cpu_count"] = result["env"].get("cpu_count")
+    row["env.machine"] = machine_tag(result["env"])
     row["env.git_commit"] = result["env"].get("git_commit")
     row["started_at"] = result.get("started_at")
     row["wall_s"] = result.get("wall_s")
@@ -192,7 +223,7 @@ def load_results(paths_or_dirs: str | Path | Iterable[str | Path], *, warn: bool
     df = pd.DataFrame(rows)
     if df.empty:
         df = pd.DataFrame(columns=[f"config.{k}" for k in CONFIG_COLUMNS]
-                          + ["status", "env.cpu", "variant", "dataset_label", "path", "dir"])
+                          + ["status", "env.cpu", "env.machine", "variant", "dataset_label", "path", "dir"])
     return df
 
 
@@ -244,7 +275,7 @@ def trainer_table(df: pd.DataFrame) -> str:
 
     header = ("model", "dataset", "trainer", "seeds", "events/s", "speedup", "test AP", "obs. stal. mean/max",
               "bubble")
-    rows = [header]
+    rows = []
     groups = list(dict.fromkeys(zip(df["config.model"], df["dataset_label"])))
     for model, ds in groups:
         sub = df[(df["config.model"] == model) & (df["dataset_label"] == ds)]
@@ -270,10 +301,18 @@ def trainer_table(df: pd.DataFrame) -> str:
                 f"{r['metrics.mean_observed_staleness'].mean():.2f} / {int(r['metrics.max_observed_staleness'].max())}",
                 f"{100 * r['metrics.bubble_share'].mean():.1f}%",
             ))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = []
-    for n, row in enumerate(rows):
-        lines.append("  ".join(c.ljust(widths[i]) if i < 3 else c.rjust(widths[i]) for i, c in enumerate(row)))
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return text_table(rows, header, align="lllrrrrrr")
+
+
+def text_table(rows: Sequence[Sequence], headers: Sequence[str] = (), align: str | None = None) -> str:
+    """The harness's text tables: ``rows`` under ``headers`` (none: a borderless key/value listing), columns
+    aligned per letter of ``align`` (``l``/``r``/``c``; default: tabulate's, numbers right). Cells are
+    printed as given (format numbers before)."""
+    from tabulate import tabulate
+
+    colalign = None
+    if align:
+        names = {"l": "left", "r": "right", "c": "center"}
+        colalign = tuple(names[a] for a in align)
+    return tabulate([list(r) for r in rows], headers=list(headers), tablefmt="simple" if headers else "plain",
+                    colalign=colalign, disable_numparse=True)
