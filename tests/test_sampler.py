@@ -278,6 +278,19 @@ def test_jodie_style_no_fanouts_gives_no_blocks():
     assert sb.num_sampled_edges == 0
 
 
+def test_inputs_of_roots_keeps_the_blocks_but_reads_only_the_roots():
+    g = random_graph(1)
+    s = TemporalSampler(g)
+    roots, ts = np.concatenate([g.src[40:50], g.dst[40:50]]), np.concatenate([g.t[40:50]] * 2)
+    every = sample_blocks(s, roots, ts, [3])
+    only = sample_blocks(s, roots, ts, [3], inputs_of="roots")
+    assert torch.equal(only.blocks[0].edata["eid"], every.blocks[0].edata["eid"])
+    assert only.unique_nid.tolist() == sorted(set(roots.tolist())) != every.unique_nid.tolist()
+    assert torch.equal(only.unique_nid[only.inverse], torch.from_numpy(roots))
+    with pytest.raises(ValueError, match="inputs_of"):
+        sample_blocks(s, roots, ts, [3], inputs_of="neighbours")
+
+
 def test_sample_blocks_seeded_determinism():
     g = random_graph(2)
     s = TemporalSampler(g)

@@ -4,7 +4,7 @@
 - Memory updaters (run once per *unique* fetched node that has mail; nodes without mail keep their memory):
   :class:`RecurrentUpdater` (GRU for TGN, RNN for JODIE) and :class:`MailboxAttentionUpdater` (APAN).
   An updated memory depends only on the store's rows (memory, mails, their times), never on a query time.
-- Embedding modules: :class:`TemporalAttentionLayer` (TGN, DGL message passing on the block),
+- Embedding modules: :class:`TemporalAttentionLayer` (TGN, TGAT; DGL message passing on the block),
   :class:`TimeProjection` (JODIE), identity (APAN).
 - :class:`EdgePredictor` — ``out(relu(W_s h_src + W_d h_dst))``.
 """
@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import dgl
 import numpy as np
@@ -135,9 +136,9 @@ class TemporalAttentionLayer(nn.Module):
         super().__init__()
         self.heads, self.dim_out = heads, dim_out
         self.time_enc = TimeEncode(dim_time)
-        self.w_q_h = nn.Linear(dim_in, dim_out)
+        self.w_q_h = _linear(dim_in, dim_out)
         self.w_q_t = nn.Linear(dim_time, dim_out, bias=False)
-        self.w_kv_h = nn.Linear(dim_in, 2 * dim_out)
+        self.w_kv_h = _linear(dim_in, 2 * dim_out)
         self.w_kv_t = nn.Linear(dim_time, 2 * dim_out, bias=False)
         self.w_kv_e = nn.Linear(dim_edge, 2 * dim_out, bias=False) if dim_edge else None
         self.w_out = nn.Linear(dim_out + dim_in, dim_out)
@@ -183,6 +184,16 @@ class TemporalAttentionLayer(nn.Module):
         else:
             z = h.new_zeros(num_dst, self.dim_out)
         return self.norm(nn.functional.relu(self.drop(self.w_out(torch.cat([z, h_dst], dim=1)))))
+
+
+def _linear(dim_in: int, dim_out: int) -> nn.Linear:
+    """``nn.Linear``, also for ``dim_in = 0`` (node inputs of width 0: a model without memory or node
+    features), where the map is its bias alone, initialised to 0 (torch's init warns on the empty weight)."""
+    if dim_in:
+        return nn.Linear(dim_in, dim_out)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+        return nn.Linear(0, dim_out)
 
 
 class _EdgeDot(torch.autograd.Function):

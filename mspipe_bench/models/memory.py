@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -31,6 +32,17 @@ class MemoryRows:
     mail_mask: torch.Tensor  # [U, m] bool
     touched: torch.Tensor  # [U] bool: memory has been written at least once
     version: int  # number of committed updates when fetched
+
+
+class MemoryWrite(NamedTuple):
+    """What one U writes (the arguments of :meth:`MemoryStore.update`, rows in chronological order)."""
+
+    mem_ids: torch.Tensor  # [R] node ids whose memory is written
+    mem: torch.Tensor  # [R, d_mem]
+    mem_ts: torch.Tensor  # [R] float64
+    mail_ids: torch.Tensor  # [Q] node ids receiving a mail
+    mail: torch.Tensor  # [Q, d_mail]
+    mail_ts: torch.Tensor  # [Q] float64
 
 
 @torch.jit.script

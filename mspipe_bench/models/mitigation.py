@@ -4,7 +4,8 @@ Among the fetched nodes whose memory has been written before, those whose time s
 the top ``quantile`` (default: stalest 1%) get ``s_v <- (1 - λ) s_v + λ · mean(s_u, u ∈ Sim(v))`` where
 ``Sim(v)`` are the ``n`` most cosine-similar memories among the recently updated nodes (the ids written by
 the store's last committed update; the store keeps their memory and unit vectors, computed once in U). Cost
-at M: one ``[stale, recent]`` similarity matrix and a top-n.
+at M: one ``[stale, recent]`` similarity matrix and a top-n. A model without memory (TGAT) has nothing to
+mitigate: M skips it (0 nodes mitigated), whether or not it was asked for.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mspipe_bench.errors import UserError
 from mspipe_bench.models.memory import MemoryRows, MemoryStore
 
 
@@ -25,11 +27,11 @@ class MitigationConfig:
 
     def __post_init__(self) -> None:
         if not (0.0 < self.quantile <= 1.0):
-            raise ValueError(f"mitigation quantile must be in (0, 1], got {self.quantile}")
+            raise UserError(f"--mitigation-quantile (mitigation_quantile) must be in (0, 1], got {self.quantile}")
         if self.neighbors < 1:
-            raise ValueError(f"mitigation neighbours n must be >= 1, got {self.neighbors}")
+            raise UserError(f"--mitigation-neighbors (mitigation_neighbors) must be >= 1, got {self.neighbors}")
         if not (0.0 <= self.lam <= 1.0):
-            raise ValueError(f"mitigation lambda must be in [0, 1], got {self.lam}")
+            raise UserError(f"--mitigation-lambda (mitigation_lambda) must be in [0, 1], got {self.lam}")
 
 
 def mitigate(rows: MemoryRows, store: MemoryStore, now: float, cfg: MitigationConfig) -> int:

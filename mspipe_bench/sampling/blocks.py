@@ -15,10 +15,10 @@ sampler thread takes from the trainer's GIL time).
 Block fields: ``srcdata['nid']`` / ``dstdata['nid']`` node ids (int64), ``srcdata['ts']`` / ``dstdata['ts']``
 query times (float64), ``edata['eid']`` event ids (int64, rows of edge features), ``edata['dt']`` time gap
 query time − event time (float32, always > 0: no leakage).
-Memory is fetched once per unique node: ``unique_nid`` and ``inverse`` (``unique_nid[inverse] ==
-blocks[0].srcdata['nid']``). With ``memory_of="roots"`` (models whose embedding never reads a neighbour's
-memory: JODIE, APAN) they cover only the roots (``unique_nid[inverse] == roots``); the blocks still carry
-the neighbours (APAN delivers mails to them).
+A node's inputs (memory, node features) are read once per unique node: ``unique_nid`` and ``inverse``
+(``unique_nid[inverse] == blocks[0].srcdata['nid']``). With ``inputs_of="roots"`` (models whose embedding
+never reads a neighbour's inputs: JODIE, APAN; the model's ``input_nodes``) they cover only the roots
+(``unique_nid[inverse] == roots``); the blocks still carry the neighbours (APAN delivers mails to them).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def sample_blocks(
     fanouts: list[int],
     strategy: str = "recent",
     rng: np.random.Generator | None = None,
-    memory_of: str = "all",
+    inputs_of: str = "all",
 ) -> SampledBlocks:
     roots, roots_ts = np.asarray(root_nid, dtype=np.int64), np.asarray(root_ts, dtype=np.float64)
     dst_nid, dst_ts = roots, roots_ts
@@ -74,9 +74,9 @@ def sample_blocks(
         blocks.append(block)
         dst_nid, dst_ts = src_nid, src_ts
     blocks.reverse()
-    if memory_of not in ("all", "roots"):
-        raise ValueError(f"memory_of must be 'all' or 'roots', got {memory_of!r}")
-    nodes = blocks[0].srcdata["nid"].numpy() if memory_of == "all" and blocks else roots
+    if inputs_of not in ("all", "roots"):
+        raise ValueError(f"inputs_of must be 'all' or 'roots', got {inputs_of!r}")
+    nodes = blocks[0].srcdata["nid"].numpy() if inputs_of == "all" and blocks else roots
     uniq, inv = unique_inverse(nodes, sampler.num_nodes)
     return SampledBlocks(
         blocks=blocks,

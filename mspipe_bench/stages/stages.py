@@ -7,8 +7,13 @@ Each takes the run's :class:`StageContext` and one :class:`Batch` and fills the 
 - **M** :func:`fetch_memory` — memory rows of the unique nodes (plus observed staleness, mitigation);
 - **T** :func:`train_step` — updater + embedding + predictor, loss, backward, optimizer step (forward only
   when evaluating);
-- **U** :func:`update_memory` — write the detached updated memory of the positive src/dst and their new mails
-  (APAN: also to the sampled neighbours).
+- **U** :func:`update_memory` — write what the model's ``make_mails`` returns: the detached updated memory of
+  the positive src/dst and their new mails (APAN: also to the sampled neighbours).
+
+What is model-specific (whose inputs S collects, whether there is a memory, which mails U writes) the stages
+ask the model (``models/model.py``, "the model API"). A model without memory (TGAT) makes M and U no-ops: the
+batch keeps ``rows = None``, observed staleness 0 (there is no memory update M could miss) and no
+mitigation (nothing to mitigate; asking for it is not an error, it mitigates 0 nodes).
 
 :func:`run_stage` runs one of them with timing, the timeline record, the test hook and error wrapping; the
 trainers call nothing else.
@@ -19,14 +24,14 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 import torch
 
 from mspipe_bench.data.graph import TemporalGraph
 from mspipe_bench.models.config import ModelConfig
-from mspipe_bench.models.memory import MemoryRows, MemoryStore, last_occurrence
+from mspipe_bench.models.memory import MemoryRows, MemoryStore
 from mspipe_bench.models.mitigation import MitigationConfig, mitigate
 from mspipe_bench.models.model import ModelOutput, TemporalModel
 from mspipe_bench.sampling import NegativeSampler, SampledBlocks, TemporalSampler, sample_blocks
@@ -152,9 +157,7 @@ def sample(ctx: StageContext, b: Batch) -> None:
     roots = np.concatenate([b.src, b.dst, b.neg])
     ts = np.concatenate([b.t, b.t, b.t])
     s = ctx.cfg.sampling
-    # only attention layers read neighbours' memory; JODIE/APAN fetch and update the roots' memory only
-    memory_of = "all" if ctx.cfg.gnn.arch == "attention" else "roots"
-    b.sampled = sample_blocks(ctx.sampler, roots, ts, s.fanouts, s.strategy, rng, memory_of=memory_of)
+    b.sampled = sample_blocks(ctx.sampler, roots, ts, s.fanouts, s.strategy, rng, inputs_of=ctx.model.input_nodes)
 
 
 def fetch_features(ctx: StageContext, b: Batch) -> None:
@@ -169,6 +172,8 @@ def fetch_features(ctx: StageContext, b: Batch) -> None:
 
 
 def fetch_memory(ctx: StageContext, b: Batch) -> None:
+    if not ctx.model.has_memory:  # nothing to fetch, no update to miss (staleness 0), nothing to mitigate
+        return
     b.rows = ctx.store.fetch(b.sampled.unique_nid)
     b.observed_staleness = b.i - (b.rows.version - ctx.version_base)
     if ctx.mitigation.enabled and b.phase == "train":
@@ -191,60 +196,15 @@ def train_step(ctx: StageContext, b: Batch) -> None:
         model.eval()
         with torch.no_grad():
             out = model(b.sampled, b.rows, b.edge_feats, b.node_feat, b.size)
-    b.out = ModelOutput(out.pos.detach(), out.neg.detach(), out.updated.detach(), out.updated_ts)
+    updated = None if out.updated is None else out.updated.detach()
+    b.out = ModelOutput(out.pos.detach(), out.neg.detach(), updated, out.updated_ts)
     b.rows = None  # release the fetched rows early
 
 
 def update_memory(ctx: StageContext, b: Batch) -> None:
-    sb, out = b.sampled, b.out
-    # positive endpoints, interleaved in event order (src_0, dst_0, src_1, ...): the latest event wins
-    mem_ids = torch.from_numpy(np.stack([b.src, b.dst], 1).reshape(-1))
-    hop_dst = hop_nid = None
-    if ctx.cfg.memory.deliver_to == "neighbors":  # the sampled neighbours of each positive endpoint
-        hop1 = sb.blocks[-1]
-        e_src, hop_dst = hop1.edges()
-        hop_nid = hop1.srcdata["nid"].index_select(0, e_src)
-    mem, mem_ts, mail_ids, mail, mail_ts = _endpoint_updates(
-        sb.inverse, b.size, mem_ids, out.updated, out.updated_ts, torch.from_numpy(b.t), b.event_feat,
-        hop_dst, hop_nid)
-    ctx.store.update(mem_ids, mem, mem_ts, mail_ids, mail, mail_ts)
-    b.out = ModelOutput(out.pos, out.neg, None, None)  # keep scores, drop per-node tensors
-
-
-@torch.jit.script
-def _endpoint_updates(inv: torch.Tensor, n: int, mem_ids: torch.Tensor, updated: torch.Tensor,
-                      updated_ts: torch.Tensor, t: torch.Tensor, event_feat: Optional[torch.Tensor],
-                      hop_dst: Optional[torch.Tensor], hop_nid: Optional[torch.Tensor]):
-    """U's tensor work, as one TorchScript call (it runs without the GIL; see ``models.memory._latest_rows``):
-    the new memory of the ``2n`` positive endpoints (rows ``mem_ids``) and the mails to deliver.
-
-    Mail j (of the 2n endpoint rows) is ``[s_me', s_other', e]`` at the event's time. The mail that wins per
-    receiving node is picked *before* any mail tensor is built (APAN delivers ~10x more copies than mails).
-    With ``hop_dst``/``hop_nid`` (the first hop's edge destinations and source node ids) the neighbours of
-    each positive endpoint also receive that endpoint's mail."""
-    me_rows = torch.stack([inv[:n], inv[n : 2 * n]], 1).reshape(-1)
-    other_rows = torch.stack([inv[n : 2 * n], inv[:n]], 1).reshape(-1)
-    mem = updated.index_select(0, me_rows)
-    mem_ts = updated_ts.index_select(0, me_rows)
-    mail_ids, mail_of = mem_ids, torch.arange(2 * n)
-    if hop_dst is not None and hop_nid is not None:
-        keep = hop_dst < 2 * n
-        q, nb = hop_dst[keep], hop_nid[keep]
-        copy_of = torch.where(q < n, 2 * q, 2 * (q - n) + 1)  # index of the endpoint's own mail
-        event = torch.where(q < n, q, q - n)
-        # chronological by event; within an event the copies first, so an endpoint's own mail wins
-        own_key = 2 * torch.arange(n).repeat_interleave(2) + 1
-        order = torch.argsort(torch.cat([own_key, 2 * event]), stable=True)
-        mail_ids = torch.cat([mem_ids, nb])[order]
-        mail_of = torch.cat([mail_of, copy_of])[order]
-    mail_ids, last = last_occurrence(mail_ids)
-    mail_of = mail_of.index_select(0, last)
-    parts = [mem.index_select(0, mail_of), updated.index_select(0, other_rows.index_select(0, mail_of))]
-    if event_feat is not None:
-        parts.append(event_feat.index_select(0, torch.div(mail_of, 2, rounding_mode="floor")))
-    mail = torch.cat(parts, dim=1)
-    mail_ts = t.index_select(0, torch.div(mail_of, 2, rounding_mode="floor"))
-    return mem, mem_ts, mail_ids, mail, mail_ts
+    if ctx.model.has_memory:
+        ctx.store.update(*ctx.model.make_mails(b, b.out))
+    b.out = ModelOutput(b.out.pos, b.out.neg, None, None)  # keep scores, drop per-node tensors
 
 
 STAGE_FUNCTIONS = {"S": sample, "F": fetch_features, "M": fetch_memory, "T": train_step, "U": update_memory}
@@ -260,11 +220,9 @@ def make_context(
 ) -> StageContext:
     """Everything the stages need, built from a graph and a model config; ``seed`` fixes the parameters,
     training negatives, sampling and dropout."""
-    from mspipe_bench.models.model import mail_dim
-
     torch.manual_seed(seed)
     model = TemporalModel(cfg, graph.edge_feat_dim, graph.node_feat_dim)
-    store = MemoryStore(graph.num_nodes, cfg.memory.dim, mail_dim(cfg, graph.edge_feat_dim), cfg.memory.mailbox_size)
+    store = model.new_store(graph.num_nodes)
     return StageContext(
         graph=graph,
         cfg=cfg,
