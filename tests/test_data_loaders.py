@@ -365,3 +365,181 @@ def test_cli_info_bad_file(tmp_path, capsys):
     assert str(path) in captured.err and "line 2" in captured.err and "oops" in captured.err
     assert cli_main(["datasets", "info", str(tmp_path / "missing.npz")]) == 2
     assert "missing.npz" in capsys.readouterr().err
+
+
+# ============================================================================================ format registry
+def test_formats_help_and_detection_come_from_the_registry(tmp_path, monkeypatch, capsys):
+    from mspipe_bench.data import loaders
+
+    assert loaders.FORMATS == tuple(loaders.REGISTRY) == ("tgl", "jodie", "dyglib", "snap", "npz", "synthetic")
+    help_text = loaders.formats_help()
+    for form in loaders.REGISTRY.values():
+        assert form.help in help_text
+    with pytest.raises(SystemExit):
+        cli_main(["datasets", "info", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "{" + ",".join(loaders.FORMATS) + "}" in out and "JODIE CSV" in out
+
+    # a new format is one registry entry: detected by its file name, listed in the unknown-format error
+    def load_pairs(path: Path) -> TemporalGraph:
+        rows = [line.split("->") for line in path.read_text().split()]
+        return TemporalGraph(src=[int(a) for a, _ in rows], dst=[int(b) for _, b in rows],
+                             t=np.arange(len(rows), dtype=float), num_nodes=None, source=str(path))
+
+    monkeypatch.setitem(loaders.REGISTRY, "pairs", loaders.Format(
+        "pairs", "PAIRS file a->b per line", load_pairs, suffixes=(".pairs",),
+        by_name=lambda p: p.suffix == ".pairs"))
+    g = load_dataset(write(tmp_path / "x.pairs", "0->1\n1->2\n2->0\n"))
+    np.testing.assert_array_equal(g.dst, [1, 2, 0])
+    assert load_dataset(tmp_path).num_events == 3  # a folder holding one file with the format's suffix
+    assert load_dataset(tmp_path / "x.pairs", format="pairs").num_events == 3
+    with pytest.raises(DatasetError) as e:
+        load_dataset(write(tmp_path / "weird.csv", "alpha,beta\nfoo,bar\n"))
+    assert_msg(e, "PAIRS file a->b per line")
+
+
+def test_forced_format_on_a_folder_without_it(tmp_path):
+    write(tmp_path / "g.txt", "0 1 1\n")
+    with pytest.raises(DatasetError) as e:
+        load_dataset(tmp_path, format="npz")
+    assert_msg(e, tmp_path, "folder without a npz dataset")
+
+
+# ============================================================================================ sparse node ids
+HUGE = 2**40
+
+
+def huge_snap(path: Path, n_nodes: int = 50, n_events: int = 400, seed: int = 0) -> tuple[Path, np.ndarray]:
+    """A SNAP file whose n_nodes distinct ids are spread up to 2^40 (not bipartite)."""
+    rng = np.random.default_rng(seed)
+    ids = np.sort(rng.choice(HUGE, size=n_nodes, replace=False)) + 7
+    ids[-1] = HUGE
+    pairs = rng.integers(0, n_nodes, size=(n_events, 2))
+    pairs[:, 1] = np.where(pairs[:, 1] == pairs[:, 0], (pairs[:, 0] + 1) % n_nodes, pairs[:, 1])
+    lines = [f"{ids[a]} {ids[b]} {1000 + 10 * k}" for k, (a, b) in enumerate(pairs)]
+    write(path, "# sparse ids\n" + "\n".join(lines) + "\n")
+    return path, ids
+
+
+def test_sparse_huge_ids_are_remapped_and_info_says_so(tmp_path, capsys):
+    path, ids = huge_snap(tmp_path / "huge.txt")
+    g = load_dataset(path)
+    assert g.num_nodes == 50
+    np.testing.assert_array_equal(g.node_ids, ids)  # dense id -> the file's id, in increasing order
+    raw = np.loadtxt(path, dtype=np.int64)
+    np.testing.assert_array_equal(g.node_ids[g.src], raw[:, 0])
+    np.testing.assert_array_equal(g.node_ids[g.dst], raw[:, 1])
+    assert cli_main(["datasets", "info", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["num_nodes"] == 50 and info["ids_remapped"] is True and info["max_file_id"] == HUGE
+    assert cli_main(["datasets", "info", str(path)]) == 0
+    assert f"50 distinct ids up to {HUGE}): renumbered to 0..49" in capsys.readouterr().out
+    # `datasets sample` takes and prints the file's ids
+    assert cli_main(["datasets", "sample", str(path), "--nodes", str(ids[3]), "--times", "1e9", "--json"]) == 0
+    nbrs = json.loads(capsys.readouterr().out)["queries"][0]["neighbors"]
+    assert nbrs and {n["nbr"] for n in nbrs} <= set(ids.tolist())
+    assert cli_main(["datasets", "sample", str(path), "--nodes", "5", "--times", "1e9"]) == 2
+    assert "node id 5 does not occur" in capsys.readouterr().err
+
+
+def test_remapped_dataset_trains(tmp_path):
+    from mspipe_bench.harness.run import RunSpec, run
+
+    path, _ = huge_snap(tmp_path / "huge.txt")
+    result = run(RunSpec(dataset=str(path), epochs=1, max_iterations=2, batch_size=100, torch_threads=1))
+    assert result["status"] == "complete" and result["dataset"]["num_nodes"] == 50
+    assert len(result["iterations"]) == 2
+    assert 0.0 <= result["metrics"]["test_ap"] <= 1.0
+
+
+def test_remap_keeps_node_features_and_candidates_consistent(tmp_path):
+    src, dst = np.array([0, 30, 10, 30]), np.array([40, 50, 40, 60])
+    nfeat = np.arange(71 * 2, dtype=np.float32).reshape(71, 2)  # rows indexed by the file's ids
+    np.savez(tmp_path / "s.npz", src=src, dst=dst, t=np.arange(4.0), node_feat=nfeat,
+             dst_candidates=np.array([40, 50, 60, 70]))
+    g = load_dataset(tmp_path / "s.npz")
+    np.testing.assert_array_equal(g.node_ids, [0, 10, 30, 40, 50, 60, 70])  # 71 > 2 x 7 ids
+    np.testing.assert_array_equal(g.node_ids[g.src], src)
+    np.testing.assert_array_equal(g.node_ids[g.dst_candidates], [40, 50, 60, 70])
+    np.testing.assert_array_equal(g.node_feat, nfeat[g.node_ids])
+    np.savez(tmp_path / "c.npz", src=src, dst=dst, t=np.arange(4.0), dst_candidates=np.array([40, 99]))
+    with pytest.raises(DatasetError) as e:
+        load_dataset(tmp_path / "c.npz")
+    assert_msg(e, "c.npz", "'dst_candidates'", "99", "num_nodes 61")
+
+
+def test_jodie_sparse_user_and_item_ids(tmp_path):
+    users, items = np.array([0, 10**12, 5]), np.array([3, 0, 10**9])
+    path = write(tmp_path / "j.csv", jodie_csv(users, items, [1.0, 2.0, 3.0], [0, 0, 0], [[0.0]] * 3))
+    g = load_dataset(path)
+    assert g.num_nodes == 6 and g.meta["num_users"] == 3 and g.meta["item_offset"] == 3
+    assert g.src.max() < 3 and g.dst.min() >= 3
+    np.testing.assert_array_equal(g.dst_candidates, [3, 4, 5])
+    np.testing.assert_array_equal(g.node_ids[g.src], users)
+
+
+def test_dense_ids_are_not_remapped(tmp_path):
+    # ids 1..n (id 0 unused, like CollegeMsg and DyGLib) and ids with a few gaps keep their values
+    g = load_dataset(write(tmp_path / "g.txt", "1 2 1\n2 3 2\n3 1 3\n"))
+    assert g.node_ids is None and g.num_nodes == 4
+    g = load_dataset(write(tmp_path / "gaps.txt", "0 2 1\n2 5 2\n"))  # 6 ids for 3 distinct: exactly 2x
+    assert g.node_ids is None and g.num_nodes == 6
+
+
+@pytest.mark.parametrize("cell, problem", [
+    ("9223372036854775808", "beyond int64"),  # 2^63: pandas reads uint64
+    ("18446744073709551616", "beyond int64"),  # 2^64: not even uint64
+    ("1e20", "beyond int64"),
+    ("1.5", "not an integer"),
+    ("-4", "negative node id"),
+    ("abc", "not a number"),
+])
+def test_ids_that_cannot_be_remapped_are_refused(tmp_path, capsys, cell, problem):
+    path = write(tmp_path / "bad.txt", f"0 1 1\n1 {cell} 2\n2 0 3\n")
+    assert cli_main(["datasets", "info", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    for part in (str(path), "line 2", "'dst'", repr(cell), problem):
+        assert part in err, (part, err)
+
+
+def test_npz_ids_beyond_int64_refused(tmp_path):
+    np.savez(tmp_path / "u.npz", src=np.array([0, 2**63], dtype=np.uint64), dst=np.array([1, 2], dtype=np.uint64),
+             t=np.arange(2.0))
+    with pytest.raises(DatasetError) as e:
+        load_dataset(tmp_path / "u.npz")
+    assert_msg(e, "u.npz", "'src'", str(2**63), "beyond int64")
+
+
+@pytest.mark.shared_data
+def test_real_npz_remapping_decisions():
+    """Wikipedia (ids 0..9226) and CollegeMsg (1..1899) keep their ids; sx-mathoverflow (24,818 nodes with
+    ids up to 88,580) is renumbered to 0..24,817."""
+    for name, remapped, nodes in (("wikipedia", False, 9227), ("CollegeMsg", False, 1900),
+                                  ("sx-mathoverflow", True, 24818)):
+        folder = SHARED / name
+        if not (folder / "events.npz").is_file():
+            pytest.skip(f"{folder} not present")
+        g = load_dataset(folder)
+        assert (g.node_ids is not None) is remapped and g.num_nodes == nodes, name
+        if remapped:
+            assert int(g.node_ids[-1]) == 88580
+
+
+# ============================================================================================ negatives
+def test_negatives_dst_refused_on_a_graph_that_is_not_bipartite(tmp_path):
+    from mspipe_bench.errors import UserError
+    from mspipe_bench.harness.run import RunSpec, run
+    from mspipe_bench.sampling import NegativeSampler
+
+    path = write(tmp_path / "social.txt", "\n".join(f"{i % 7} {(i * 3 + 1) % 7} {i}" for i in range(60)) + "\n")
+    g = load_dataset(path)
+    assert g.dst_candidates is None
+    with pytest.raises(UserError) as e:
+        NegativeSampler(g, "dst")
+    assert_msg(e, "negatives 'dst'", "social", str(path), "not bipartite")
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="not bipartite"):  # refused before any training
+        run(RunSpec(dataset=str(path), negatives="dst", epochs=1, max_iterations=1, torch_threads=1))
+    bip = generate(nodes=50, events=200)
+    np.testing.assert_array_equal(NegativeSampler(bip, "dst").candidates, bip.dst_candidates)

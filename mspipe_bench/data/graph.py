@@ -2,7 +2,16 @@
 
 A :class:`TemporalGraph` is a chronological stream of events ``(src[i], dst[i], t[i])`` with optional edge
 features ``[E, d_e]``, node features ``[N, d_n]`` and per-event labels. Node ids live in one id space
-``0 .. num_nodes-1`` (not necessarily dense). Timestamps are ``float64`` (exact for integer unix seconds).
+``0 .. num_nodes-1`` (not necessarily dense: ids without events are nodes that never interact).
+Timestamps are ``float64`` (exact for integer unix seconds).
+
+Every table of per-node state (memory, mailbox, the sampler's index) has ``num_nodes`` rows, so a file whose
+ids are sparse (a few nodes with ids up to 2^40) cannot be used as it is: :meth:`TemporalGraph.densify`
+renumbers the ids to ``0 .. n-1`` when more than half of the id space is unused (``num_nodes >``
+:data:`SPARSE_FACTOR` ``x`` the distinct ids), keeping the increasing order of the original ids and the
+original id of each node in ``node_ids``. Afterwards the id space is at most twice the number of nodes that
+occur; ids that are dense but do not start at 0 (CollegeMsg's ``1..1899``, DyGLib's padding id 0) stay as
+they are.
 
 The train/val/test split is chronological by event position: three contiguous index ranges.
 """
@@ -19,6 +28,12 @@ from mspipe_bench.errors import UserError
 
 class DatasetError(UserError):
     """Bad dataset input. The message names the file, the field/line and the offending value."""
+
+
+# ids are renumbered when the id space is larger than this many times the number of distinct ids
+SPARSE_FACTOR = 2
+_INT64_MAX = np.iinfo(np.int64).max
+_FLOAT_EXACT = 2.0**53  # larger float ids may have been rounded when they were written
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,7 @@ class TemporalGraph:
     labels: np.ndarray | None = None  # [E]
     ext_roll: np.ndarray | None = None  # int [E]: 0 train, 1 val, 2 test (TGL's column)
     dst_candidates: np.ndarray | None = None  # int64 ids negatives are drawn from (None: all nodes)
+    node_ids: np.ndarray | None = None  # int64 [N]: the file's id of each node after densify (None: same ids)
     name: str = "graph"
     source: str = "<memory>"  # file or generator spec it came from, used in error messages
     meta: dict = field(default_factory=dict)
@@ -114,6 +130,9 @@ class TemporalGraph:
                 raise DatasetError(f"{where}: ext_roll of event {i} is {self.ext_roll[i]} (expected 0, 1 or 2)")
         if self.dst_candidates is not None:
             self.dst_candidates = _as_ids(self.dst_candidates, where, "dst_candidates")
+            if len(self.dst_candidates) and self.dst_candidates.max() >= self.num_nodes:
+                raise DatasetError(f"{where}: field 'dst_candidates' has node id {self.dst_candidates.max()} >= "
+                                   f"num_nodes {self.num_nodes}")
         elif self.meta.get("infer_bipartite", True):
             # sources and destinations never overlap: a bipartite graph; negatives come from the destinations
             dst_ids = np.unique(self.dst)
@@ -127,6 +146,26 @@ class TemporalGraph:
                 stacklevel=3,
             )
             self._reorder(np.argsort(self.t, kind="stable"))
+
+    def densify(self) -> bool:
+        """Renumber sparse node ids to ``0 .. n-1`` (see the module docstring); True when renumbered.
+
+        The distinct ids are those of the events and of ``dst_candidates``; node features, ``dst_candidates``
+        and ``node_ids`` follow the renumbering (nodes that occur nowhere are dropped with their features).
+        """
+        parts = [self.src, self.dst] + ([self.dst_candidates] if self.dst_candidates is not None else [])
+        used = np.unique(np.concatenate(parts))
+        if self.num_nodes <= SPARSE_FACTOR * len(used):
+            return False
+        self.src = np.searchsorted(used, self.src).astype(np.int64)
+        self.dst = np.searchsorted(used, self.dst).astype(np.int64)
+        if self.dst_candidates is not None:
+            self.dst_candidates = np.searchsorted(used, self.dst_candidates).astype(np.int64)
+        if self.node_feat is not None:
+            self.node_feat = self.node_feat[used]
+        self.node_ids = used if self.node_ids is None else self.node_ids[used]
+        self.num_nodes = int(len(used))
+        return True
 
     def _reorder(self, order: np.ndarray) -> None:
         self.src, self.dst, self.t = self.src[order], self.dst[order], self.t[order]
@@ -194,6 +233,10 @@ class TemporalGraph:
             "node_feat_dim": self.node_feat_dim,
             "has_labels": self.labels is not None,
             "bipartite": self.dst_candidates is not None,
+            # ids renumbered by densify; the largest id in the file (num_nodes - 1 or less otherwise)
+            "ids_remapped": self.node_ids is not None,
+            "max_file_id": int(self.node_ids[-1]) if self.node_ids is not None
+            else int(max(self.src.max(), self.dst.max())),
             "train_events": sizes["train"],
             "val_events": sizes["val"],
             "test_events": sizes["test"],
@@ -209,6 +252,14 @@ def _as_ids(arr, where: str, name: str) -> np.ndarray:
         if np.any(arr != np.round(arr)):
             i = int(np.flatnonzero(arr != np.round(arr))[0])
             raise DatasetError(f"{where}: field '{name}' has non-integer node id {arr[i]!r} at row {i}")
+        if len(arr) and np.abs(arr).max() > _FLOAT_EXACT:
+            i = int(np.flatnonzero(np.abs(arr) > _FLOAT_EXACT)[0])
+            raise DatasetError(f"{where}: field '{name}' has node id {arr[i]!r} at row {i}, stored as a float "
+                               f"above 2^53 (not exact); store node ids as integers")
+    elif arr.dtype.kind == "u" and len(arr) and arr.max() > _INT64_MAX:
+        i = int(np.flatnonzero(arr > _INT64_MAX)[0])
+        raise DatasetError(f"{where}: field '{name}' has node id {int(arr[i])} at row {i}, beyond int64 "
+                           f"(largest {_INT64_MAX})")
     elif arr.dtype.kind not in "iu":
         raise DatasetError(f"{where}: field '{name}' is not numeric (dtype {arr.dtype})")
     arr = arr.astype(np.int64, copy=False)

@@ -1,6 +1,9 @@
 """Offline dataset loaders: every supported on-disk format becomes a :class:`TemporalGraph`.
 
-:func:`load_dataset` picks the loader from the path and its contents:
+The formats are the entries of :data:`REGISTRY` (at the end of this module): each names its loader, how it
+is recognised (a folder's file, the file name, the first data line, or a spec that is not a path) and its
+help text. :data:`FORMATS`, the auto-detection of :func:`load_dataset`, the error that lists the recognised
+formats and the ``datasets`` / ``run`` help all come from it: adding a format is adding one entry.
 
 ==========  =====================================================================================
 format      what is recognised
@@ -20,9 +23,11 @@ npz         ``.npz`` with ``src, dst, t`` and optional ``edge_feat, node_feat, l
 synthetic   the name ``synthetic`` or ``synthetic:nodes=1000,events=50000,bipartite=1,...``
 ==========  =====================================================================================
 
-Bad input raises :class:`DatasetError` whose message names the file, the 1-based line (or the field)
-and the offending value. Parsing uses pandas/numpy (no per-line Python loop); the file is re-scanned
-line by line only on the error path, to report the exact line.
+Node ids of a file are renumbered to ``0 .. n-1`` when they are sparse (:meth:`TemporalGraph.densify`;
+``graph.node_ids`` keeps the file's ids). Bad input raises :class:`DatasetError` whose message names the
+file, the 1-based line (or the field) and the offending value. Parsing uses pandas/numpy (no per-line
+Python loop; pandas is imported by the parsing functions, so that ``--help`` stays fast); the file is
+re-scanned line by line only on the error path, to report the exact line.
 """
 
 from __future__ import annotations
@@ -32,20 +37,35 @@ import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import pandas as pd
 
-from .graph import DatasetError, TemporalGraph
+from .graph import SPARSE_FACTOR, DatasetError, TemporalGraph
 
-FORMATS = ("tgl", "jodie", "dyglib", "snap", "npz", "synthetic")
-_FORMATS_HELP = (
-    "recognised formats: TGL folder with edges.csv (src,dst,time[,int_roll,ext_roll]) and optional "
-    "edge_features.pt/node_features.pt; JODIE CSV (user_id,item_id,timestamp,state_label,features...); "
-    "DyGLib ml_NAME.csv (,u,i,ts,label,idx) with optional ml_NAME.npy/ml_NAME_node.npy; whitespace text "
-    "'src dst t' (SNAP, # or % comments); .npz with src,dst,t (or a folder holding events.npz); "
-    "'synthetic[:key=value,...]'"
-)
+if TYPE_CHECKING:
+    import pandas as pd
+
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+@dataclass(frozen=True)
+class Format:
+    """One dataset format: its loader and how it is recognised (all optional but ``load``)."""
+
+    name: str
+    help: str  # what it looks like, for --help and the "unknown format" error
+    load: Callable[..., TemporalGraph]  # load(path); a spec format: load(spec, name=..., **options)
+    suffixes: tuple[str, ...] = ()  # a folder holding exactly one file with such a suffix loads that file
+    in_folder: Callable[[Path], Path | None] | None = None  # the file of this format inside a folder
+    by_name: Callable[[Path], bool] | None = None  # the file name alone says it is this format
+    by_first_line: Callable[[str], bool] | None = None  # the first data line (header) says it is this format
+    by_spec: Callable[[str], bool] | None = None  # a dataset spec that is not a path (generators)
+
+
+def formats_help() -> str:
+    """The recognised formats in one line (``--help`` texts and the unknown-format error)."""
+    return "recognised formats: " + "; ".join(f.help for f in REGISTRY.values())
 
 
 def load_dataset(spec, **opts) -> TemporalGraph:
@@ -53,77 +73,73 @@ def load_dataset(spec, **opts) -> TemporalGraph:
 
     Options: ``format`` (one of :data:`FORMATS`, to skip auto-detection), ``name`` (overrides the
     dataset name). For ``synthetic`` every other keyword goes to :func:`~mspipe_bench.data.synthetic.generate`
-    (keywords override the ones in the spec string).
+    (keywords override the ones in the spec string). A file's sparse node ids are renumbered
+    (:meth:`TemporalGraph.densify`).
     """
     if isinstance(spec, TemporalGraph):
         return spec
     fmt = opts.pop("format", None)
     name = opts.pop("name", None)
-    if fmt is not None and fmt not in FORMATS:
+    if fmt is not None and fmt not in REGISTRY:
         raise DatasetError(f"unknown dataset format {fmt!r}; known formats: {', '.join(FORMATS)}")
     spec_s = str(spec)
-    if fmt == "synthetic" or spec_s == "synthetic" or spec_s.startswith("synthetic:"):
-        return _load_synthetic(spec_s, name=name, **opts)
+    form = REGISTRY[fmt] if fmt is not None else next(
+        (f for f in REGISTRY.values() if f.by_spec and f.by_spec(spec_s)), None)
+    if form is not None and form.by_spec:  # a generator
+        return form.load(spec_s, name=name, **opts)
     if opts:
         raise TypeError(f"load_dataset: unexpected option(s) {sorted(opts)} for a file dataset")
     path = Path(spec_s).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"dataset not found: {path} (no such file or directory)")
-    fmt, path = (fmt, path) if fmt is not None else _detect(path)
-    loader = {"tgl": _load_tgl, "jodie": _load_jodie, "dyglib": _load_dyglib, "snap": _load_snap, "npz": _load_npz}
-    if fmt == "tgl" and path.is_dir():
-        path = path / "edges.csv"
-    if fmt == "npz" and path.is_dir():
-        path = path / "events.npz"
-    if fmt == "dyglib" and path.is_dir():
-        path = _single(path, sorted(path.glob("ml_*.csv")), "ml_*.csv")
-    if fmt in ("jodie", "snap") and path.is_dir():
-        raise DatasetError(f"{path}: is a folder; give the {fmt} file itself")
-    graph = loader[fmt](path)
+    if form is None:
+        form, path = _detect(path)
+    elif path.is_dir():
+        inner = form.in_folder(path) if form.in_folder else None
+        if inner is None:
+            raise DatasetError(f"{path}: is a folder without a {fmt} dataset; expected {form.help}")
+        path = inner
+    graph = form.load(path)
+    if graph.densify() and "item_offset" in graph.meta:  # JODIE's user/item layout in the new ids
+        offset = int(np.searchsorted(graph.node_ids, graph.meta["item_offset"]))
+        graph.meta.update(num_users=offset, num_items=graph.num_nodes - offset, item_offset=offset)
     if name is not None:
         graph.name = str(name)
     return graph
 
 
 # ---------------------------------------------------------------------------------------------- detection
-def _detect(path: Path) -> tuple[str, Path]:
+def _detect(path: Path) -> tuple[Format, Path]:
+    """The format of a file or folder and the file to load."""
     if path.is_dir():
-        if (path / "edges.csv").is_file():
-            return "tgl", path
-        if (path / "events.npz").is_file():
-            return "npz", path / "events.npz"
-        ml = sorted(p for p in path.glob("ml_*.csv"))
-        if len(ml) == 1:
-            return "dyglib", ml[0]
+        for form in REGISTRY.values():
+            inner = form.in_folder(path) if form.in_folder else None
+            if inner is not None:
+                return form, inner
         files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-        data = [p for p in files if p.suffix.lower() in (".csv", ".txt", ".tsv", ".edges", ".gz", ".npz")]
+        suffixes = {s for f in REGISTRY.values() for s in f.suffixes}
+        data = [p for p in files if p.suffix.lower() in suffixes]
         if len(data) == 1:  # e.g. a JODIE folder holding wikipedia.csv
             return _detect(data[0])
         found = ", ".join(p.name for p in files[:10]) or "nothing"
-        raise DatasetError(f"{path}: no dataset recognised in this folder (found: {found}); {_FORMATS_HELP}")
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] == ".npz":
-        return "npz", path
-    if re.fullmatch(r"ml_.+\.csv", path.name):
-        return "dyglib", path
-    if path.name == "edges.csv":
-        return "tgl", path
+        raise DatasetError(f"{path}: no dataset recognised in this folder (found: {found}); {formats_help()}")
+    for form in REGISTRY.values():
+        if form.by_name and form.by_name(path):
+            return form, path
     if _looks_binary(path):
-        raise DatasetError(f"{path}: unknown dataset format (binary file, suffix {path.suffix!r}); {_FORMATS_HELP}")
+        raise DatasetError(f"{path}: unknown dataset format (binary file, suffix {path.suffix!r}); {formats_help()}")
     first = _first_data_line(path)
     if first is None:
         raise DatasetError(f"{path}: empty dataset (the file has no data lines)")
-    cells = [c.strip().strip('"').lower() for c in first.split(",")]
-    if len(cells) >= 2 and cells[0] in ("user_id", "user", "userid") and cells[1] in ("item_id", "item", "itemid"):
-        return "jodie", path
-    if {"u", "i", "ts"} <= set(cells):
-        return "dyglib", path
-    if {"src", "dst"} <= set(cells) and ("time" in cells or "t" in cells or "ts" in cells):
-        return "tgl", path
-    tokens = first.replace(",", " ").split()
-    if len(tokens) >= 2 and all(_is_number(x) for x in tokens[:3]):
-        return "snap", path
-    raise DatasetError(f"{path}: unknown dataset format (first data line {first[:80]!r}); {_FORMATS_HELP}")
+    for form in REGISTRY.values():
+        if form.by_first_line and form.by_first_line(first):
+            return form, path
+    raise DatasetError(f"{path}: unknown dataset format (first data line {first[:80]!r}); {formats_help()}")
+
+
+def _header(line: str) -> list[str]:
+    """The cells of a CSV header line, lower case."""
+    return [c.strip().strip('"').lower() for c in line.split(",")]
 
 
 def _looks_binary(path: Path) -> bool:
@@ -147,12 +163,6 @@ def _is_number(s: str) -> bool:
     return True
 
 
-def _single(folder: Path, matches: list[Path], pattern: str) -> Path:
-    if len(matches) != 1:
-        raise DatasetError(f"{folder}: expected exactly one {pattern} file, found {len(matches)}")
-    return matches[0]
-
-
 def _open_text(path: Path):
     if path.suffix.lower() == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline=None)
@@ -170,7 +180,7 @@ def _first_data_line(path: Path, comments: str = "#%") -> str | None:
                 if s and s[0] not in comments:
                     return s
     except (OSError, UnicodeError) as exc:
-        raise DatasetError(f"{path}: cannot read as text ({exc}); {_FORMATS_HELP}") from exc
+        raise DatasetError(f"{path}: cannot read as text ({exc}); {formats_help()}") from exc
     return None
 
 
@@ -218,10 +228,15 @@ class _Table:
 
     def column(self, key, field: str, kind: str) -> np.ndarray:
         """Numeric column ``key`` of the frame, validated; ``kind`` in id/time/int/float."""
+        import pandas as pd
+
         pos = self.positions[field]
         ser = self.df[key]
         if ser.dtype.kind in "iu":
             vals = ser.to_numpy()
+            if vals.dtype.kind == "u" and len(vals) and vals.max() > _INT64_MAX:  # pandas: uint64 above 2^63
+                raise self.fail(int(np.flatnonzero(vals > _INT64_MAX)[0]), field, pos,
+                                f"beyond int64 (largest {_INT64_MAX})")
         elif ser.dtype.kind in "fb":
             vals = ser.to_numpy(dtype=np.float64)
         else:
@@ -239,12 +254,21 @@ class _Table:
                 frac = vals != np.round(vals)
                 if frac.any():
                     raise self.fail(int(np.flatnonzero(frac)[0]), field, pos, "not an integer")
+                huge = np.abs(vals) >= 2.0**63
+                if huge.any():
+                    raise self.fail(int(np.flatnonzero(huge)[0]), field, pos, f"beyond int64 (largest {_INT64_MAX})")
+                inexact = np.abs(vals) > 2.0**53
+                if inexact.any():
+                    raise self.fail(int(np.flatnonzero(inexact)[0]), field, pos,
+                                    "read as a float above 2^53, which is not exact; write it as an integer")
                 vals = vals.astype(np.int64)
         if kind == "id" and len(vals) and vals.min() < 0:
             raise self.fail(int(np.flatnonzero(vals < 0)[0]), field, pos, "negative node id")
         return vals
 
     def features(self, keys: list, first_pos: int) -> np.ndarray:
+        import pandas as pd
+
         block = self.df[keys]
         if not all(block.dtypes.map(lambda d: d.kind in "iufb")):
             for j, key in enumerate(keys):
@@ -266,6 +290,8 @@ class _Table:
 
 def _read_csv(path: Path, *, header: bool, sep: str = ",", comments: str = "", usecols=None,
               expect_fields: int | None = None) -> pd.DataFrame:
+    import pandas as pd
+
     kw = dict(header=0 if header else None, skipinitialspace=True)
     if sep == "ws":
         kw["sep"] = r"\s+"
@@ -452,9 +478,12 @@ def _load_jodie(path: Path) -> TemporalGraph:
     edge_feat = tab.features(feat_cols, 4) if feat_cols else None
     num_users = int(users.max()) + 1
     num_items = int(items.max()) + 1
+    # every item id is a candidate, unless the item ids are sparse (then densify keeps only the ones that occur)
+    seen = np.unique(items)
+    candidates = seen if num_items > SPARSE_FACTOR * len(seen) else np.arange(num_items, dtype=np.int64)
     return TemporalGraph(
         src=users, dst=items + num_users, t=t, num_nodes=num_users + num_items, edge_feat=edge_feat,
-        labels=labels, dst_candidates=np.arange(num_users, num_users + num_items, dtype=np.int64),
+        labels=labels, dst_candidates=candidates + num_users,
         name=_stem(path), source=str(path),
         meta={"format": "jodie", "num_users": num_users, "num_items": num_items, "item_offset": num_users},
     )
@@ -462,6 +491,8 @@ def _load_jodie(path: Path) -> TemporalGraph:
 
 def _read_jodie_body(path: Path) -> pd.DataFrame:
     """JODIE's header names 4 columns plus one for the whole feature list: read the body without it."""
+    import pandas as pd
+
     kw = dict(header=None, skiprows=1, sep=",", engine="c")
     try:
         return pd.read_csv(path, **kw)
@@ -550,7 +581,7 @@ def _load_snap(path: Path) -> TemporalGraph:
     sep = "," if "," in first else "ws"
     ncols = len(first.split(",")) if sep == "," else len(first.split())
     if ncols < 3:
-        lineno = _Table(path, pd.DataFrame(), sep, 0, comments="#%").line_of(0)[0]
+        lineno = _Table(path, None, sep, 0, comments="#%").line_of(0)[0]
         raise DatasetError(
             f"{path}, line {lineno}: malformed line: expected at least 3 columns 'src dst t', found {ncols} "
             f"({first[:80]!r})"
@@ -662,3 +693,53 @@ def _stem(path: Path) -> str:
         if name.lower().endswith(suf):
             name = name[: -len(suf)]
     return name or path.name
+
+
+# ---------------------------------------------------------------------------------------------- registry
+def _file_in(folder: Path, name: str) -> Path | None:
+    return folder / name if (folder / name).is_file() else None
+
+
+def _one_ml_csv(folder: Path) -> Path | None:
+    found = sorted(folder.glob("ml_*.csv"))
+    return found[0] if len(found) == 1 else None
+
+
+def _tgl_header(line: str) -> bool:
+    cells = set(_header(line))
+    return {"src", "dst"} <= cells and bool({"time", "t", "ts"} & cells)
+
+
+def _jodie_header(line: str) -> bool:
+    cells = _header(line)
+    return len(cells) >= 2 and cells[0] in ("user_id", "user", "userid") and cells[1] in ("item_id", "item", "itemid")
+
+
+def _dyglib_header(line: str) -> bool:
+    return {"u", "i", "ts"} <= set(_header(line))
+
+
+def _all_numbers(line: str) -> bool:
+    tokens = line.replace(",", " ").split()
+    return len(tokens) >= 2 and all(_is_number(x) for x in tokens[:3])
+
+
+# detection tries the entries in this order; FORMATS is their names
+REGISTRY: dict[str, Format] = {f.name: f for f in (
+    Format("tgl", "TGL folder with edges.csv (src,dst,time[,int_roll,ext_roll]) and optional "
+           "edge_features.pt/node_features.pt", _load_tgl, suffixes=(".csv",),
+           in_folder=lambda d: _file_in(d, "edges.csv"), by_name=lambda p: p.name == "edges.csv",
+           by_first_line=_tgl_header),
+    Format("jodie", "JODIE CSV (user_id,item_id,timestamp,state_label,features...)", _load_jodie,
+           suffixes=(".csv",), by_first_line=_jodie_header),
+    Format("dyglib", "DyGLib ml_NAME.csv (,u,i,ts,label,idx) with optional ml_NAME.npy/ml_NAME_node.npy",
+           _load_dyglib, suffixes=(".csv",), in_folder=_one_ml_csv,
+           by_name=lambda p: re.fullmatch(r"ml_.+\.csv", p.name) is not None, by_first_line=_dyglib_header),
+    Format("snap", "whitespace text 'src dst t' (SNAP, # or % comments, optionally .gz)", _load_snap,
+           suffixes=(".txt", ".tsv", ".edges", ".gz"), by_first_line=_all_numbers),
+    Format("npz", ".npz with src,dst,t (or a folder holding events.npz)", _load_npz, suffixes=(".npz",),
+           in_folder=lambda d: _file_in(d, "events.npz"), by_name=lambda p: p.suffix.lower() == ".npz"),
+    Format("synthetic", "'synthetic[:key=value,...]'", _load_synthetic,
+           by_spec=lambda spec: spec == "synthetic" or spec.startswith("synthetic:")),
+)}
+FORMATS = tuple(REGISTRY)

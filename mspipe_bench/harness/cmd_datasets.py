@@ -5,13 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-_FORMATS = ("tgl", "jodie", "dyglib", "snap", "npz", "synthetic")  # keep in sync with data.loaders.FORMATS
+from mspipe_bench.data.loaders import FORMATS, formats_help
+from mspipe_bench.errors import UserError
 
-_SPEC_HELP = (
-    "dataset: a TGL folder (edges.csv [+ edge_features.pt, node_features.pt]), a JODIE CSV, a DyGLib "
-    "ml_NAME.csv, a whitespace 'src dst t' text file (SNAP), an .npz with src/dst/t (or a folder holding "
-    "events.npz), or 'synthetic[:nodes=1000,events=60000,bipartite=1,edge_dim=0,seed=0]'"
-)
+_SPEC_HELP = "dataset path or spec; " + formats_help().replace("%", "%%")
 
 
 def register(sub) -> None:
@@ -32,15 +29,16 @@ def _add_info_parser(dsub) -> None:
         "info",
         help="print a dataset's size, time span, feature dims and split sizes",
         description="Load a dataset and print num_events, num_nodes, t_min, t_max, edge_feat_dim, "
-        "node_feat_dim and the chronological train/val/test split sizes (ext_roll when the dataset has "
-        "it, else the ratios below).",
+        "node_feat_dim, whether the node ids were remapped (sparse ids are renumbered to 0..n-1 in increasing "
+        "order; max_file_id is the largest id in the file) and the chronological train/val/test split sizes "
+        "(ext_roll when the dataset has it, else the ratios below).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("path", metavar="PATH", help=_SPEC_HELP)
     p.add_argument("--json", action="store_true", help="print exactly one JSON object instead of a key: value list")
     p.add_argument("--val-ratio", type=float, default=0.15, help="fraction of events in the validation part")
     p.add_argument("--test-ratio", type=float, default=0.15, help="fraction of events in the test part")
-    p.add_argument("--format", choices=_FORMATS, default=None, help="force a loader instead of auto-detection")
+    p.add_argument("--format", choices=FORMATS, default=None, help="force a loader instead of auto-detection")
     p.set_defaults(func=_cmd_info)
 
 
@@ -54,6 +52,9 @@ def _cmd_info(args) -> int:
         print(json.dumps(info, sort_keys=False))
     else:
         print(format_info(info))
+        if graph.node_ids is not None:
+            print(f"note: the file's node ids are sparse ({graph.num_nodes} distinct ids up to "
+                  f"{info['max_file_id']}): renumbered to 0..{graph.num_nodes - 1} in increasing order")
     return 0
 
 
@@ -76,7 +77,8 @@ def _add_sample_parser(dsub) -> None:
         description="Load a dataset and run the temporal neighbour sampler (stage S, one hop) for each "
         "query (node, time): the events that touched the node strictly before the time (an event at "
         "exactly the query time is never returned). Prints, per query, each neighbour's event id, "
-        "neighbour node id and event time, oldest first.",
+        "neighbour node id and event time, oldest first. Node ids are the file's (also when the dataset's "
+        "sparse ids were remapped).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("path", metavar="PATH", help=_SPEC_HELP)
@@ -93,21 +95,21 @@ def _add_sample_parser(dsub) -> None:
     p.add_argument("--json", action="store_true",
                    help='print exactly one JSON object {"queries": [{"node", "time", "neighbors": '
                    '[{"eid", "nbr", "t"}, ...]}, ...]}')
-    p.add_argument("--format", choices=_FORMATS, default=None, help="force a loader instead of auto-detection")
+    p.add_argument("--format", choices=FORMATS, default=None, help="force a loader instead of auto-detection")
     p.set_defaults(func=_cmd_sample)
 
 
 def _parse_list(text: str, kind, option: str) -> list:
     items = [x.strip() for x in text.split(",")]
     if not text.strip() or any(x == "" for x in items):
-        raise ValueError(f"{option} {text!r}: expected a comma-separated list without empty entries")
+        raise UserError(f"{option} {text!r}: expected a comma-separated list without empty entries")
     out = []
     for x in items:
         try:
             out.append(kind(x))
         except ValueError:
             what = "an integer node id" if kind is int else "a number"
-            raise ValueError(f"{option}: {x!r} is not {what}") from None
+            raise UserError(f"{option}: {x!r} is not {what}") from None
     return out
 
 
@@ -118,36 +120,57 @@ def parse_queries(nodes: str, times: str) -> tuple[list[int], list[float]]:
     if len(time_list) == 1 and len(node_list) > 1:
         time_list = time_list * len(node_list)
     if len(time_list) != len(node_list):
-        raise ValueError(
+        raise UserError(
             f"--nodes has {len(node_list)} entries but --times has {len(time_list)}; give one time per node "
             "or a single time for all nodes"
         )
     for t in time_list:
         if t != t:  # NaN
-            raise ValueError("--times: NaN is not a valid query time")
+            raise UserError("--times: NaN is not a valid query time")
     return node_list, time_list
 
 
 def sample_queries(graph, nodes: list[int], times: list[float], fanout: int, strategy: str, seed: int) -> dict:
-    """Run one hop of the temporal sampler and return ``{"queries": [...]}`` (the ``--json`` document)."""
+    """Run one hop of the temporal sampler and return ``{"queries": [...]}`` (the ``--json`` document).
+    ``nodes`` and the returned neighbours are the file's node ids (mapped through ``graph.node_ids``)."""
     import numpy as np
 
     from mspipe_bench.sampling import TemporalSampler
 
     if fanout < 0:
-        raise ValueError(f"--fanout must be >= 0, got {fanout}")
+        raise UserError(f"--fanout must be >= 0, got {fanout}")
+    dense = _dense_ids(graph, nodes)
     sampler = TemporalSampler(graph)
     rng = np.random.default_rng(seed)
-    hop = sampler.sample(np.asarray(nodes, dtype=np.int64), np.asarray(times, dtype=np.float64), fanout, strategy, rng)
+    hop = sampler.sample(dense, np.asarray(times, dtype=np.float64), fanout, strategy, rng)
+    file_id = graph.node_ids if graph.node_ids is not None else np.arange(graph.num_nodes)
     queries = []
     for q, (node, t) in enumerate(zip(nodes, times)):
         lo, hi = int(hop.ptr[q]), int(hop.ptr[q + 1])
         nbrs = [
-            {"eid": int(hop.eid[r]), "nbr": int(hop.nbr[r]), "t": float(hop.ts[r])}
+            {"eid": int(hop.eid[r]), "nbr": int(file_id[hop.nbr[r]]), "t": float(hop.ts[r])}
             for r in sorted(range(lo, hi), key=lambda r: int(hop.eid[r]))
         ]
         queries.append({"node": int(node), "time": float(t), "neighbors": nbrs})
     return {"queries": queries}
+
+
+def _dense_ids(graph, nodes: list[int]):
+    """The graph's ids of the file's node ids ``nodes`` (UserError naming the first unknown one)."""
+    import numpy as np
+
+    ids = np.asarray(nodes, dtype=np.int64)
+    if graph.node_ids is None:
+        bad = ids[(ids < 0) | (ids >= graph.num_nodes)]
+        if len(bad):
+            raise UserError(f"--nodes: node id {bad[0]} is out of range [0, {graph.num_nodes}) of {graph.source}")
+        return ids
+    pos = np.minimum(np.searchsorted(graph.node_ids, ids), graph.num_nodes - 1)
+    bad = ids[graph.node_ids[pos] != ids]
+    if len(bad):
+        raise UserError(f"--nodes: node id {bad[0]} does not occur in {graph.source} (its sparse ids were "
+                        f"remapped; only ids that occur are nodes)")
+    return pos
 
 
 def _fmt_time(t: float) -> str:
@@ -156,6 +179,8 @@ def _fmt_time(t: float) -> str:
 
 def format_samples(doc: dict, fanout: int, strategy: str) -> str:
     """Human view: one header line per query, then an aligned ``eid  nbr  t`` table."""
+    from tabulate import tabulate
+
     lines = []
     for q in doc["queries"]:
         nb = q["neighbors"]
@@ -164,10 +189,10 @@ def format_samples(doc: dict, fanout: int, strategy: str) -> str:
             f"(strategy {strategy}, fanout {fanout})"
         )
         if nb:
-            rows = [("eid", "nbr", "t")] + [(str(n["eid"]), str(n["nbr"]), _fmt_time(n["t"])) for n in nb]
-            widths = [max(len(r[c]) for r in rows) for c in range(3)]
-            for r in rows:
-                lines.append("  " + "  ".join(f"{r[c]:>{widths[c]}}" for c in range(3)))
+            rows = [(n["eid"], n["nbr"], _fmt_time(n["t"])) for n in nb]
+            table = tabulate(rows, headers=("eid", "nbr", "t"), tablefmt="plain", disable_numparse=True,
+                             colalign=("right",) * 3)
+            lines += ["  " + line for line in table.splitlines()]
     return "\n".join(lines)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from mspipe_bench.data.graph import TemporalGraph
-
+from mspipe_bench.errors import UserError
 
 NEGATIVE_MODES = ("all", "dst")
 
@@ -16,15 +16,17 @@ NEGATIVE_MODES = ("all", "dst")
 class NegativeSampler:
     """``mode='all'`` (default): every node (TGL's convention); ``mode='dst'``: the destination side of a
     bipartite graph (DyGLib's and the TGN paper's convention; harder: a negative is always a plausible
-    destination), all nodes for a graph that is not bipartite."""
+    destination). ``'dst'`` on a graph that is not bipartite (no destination side) is a :class:`UserError`."""
 
     def __init__(self, graph: TemporalGraph, mode: str = "all"):
         if mode not in NEGATIVE_MODES:
-            raise ValueError(f"negative sampling mode {mode!r} is not one of {', '.join(NEGATIVE_MODES)}")
-        if graph.dst_candidates is not None and mode == "dst":
-            self.candidates = np.unique(graph.dst_candidates)
-        else:
-            self.candidates = None
+            raise UserError(f"negatives: negative sampling mode {mode!r} is not one of {', '.join(NEGATIVE_MODES)}")
+        if mode == "dst" and graph.dst_candidates is None:
+            raise UserError(
+                f"negatives 'dst': dataset {graph.name} ({graph.source}) is not bipartite (some node is both a "
+                "source and a destination), so it has no destination side to draw negatives from; use 'all'"
+            )
+        self.candidates = np.unique(graph.dst_candidates) if mode == "dst" else None
         self.num_nodes = graph.num_nodes
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
