@@ -19,9 +19,9 @@ def _cmd(args) -> int:
 
 
 def register(sub) -> None:
-    from mspipe_bench.harness.compare import DEFAULT_TOLERANCES, TOLERANCE_HELP
+    from mspipe_bench.harness.compare import tolerances_help
 
-    tol_text = "; ".join(f"{k} (default {v:g}): {TOLERANCE_HELP[k]}" for k, v in DEFAULT_TOLERANCES.items())
+    tol_text = tolerances_help().replace("%", "%%")
     p = sub.add_parser(
         "compare",
         help="compare results with a baseline; exit 1 on a regression",

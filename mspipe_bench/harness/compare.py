@@ -5,21 +5,22 @@ batch size, iteration cap (:data:`~mspipe_bench.harness.results.MATCH_KEYS`) -- 
 per matched run (several runs with the same configuration on one side are averaged):
 
 ``test AP``
-    ``metrics.test_ap``; a regression when it drops by more than ``ap_drop`` (absolute, default 0.01).
+    ``metrics.test_ap``; a regression when it drops by more than ``ap_drop`` (absolute).
 ``speedup over sequential``
     ``metrics.train_events_per_s`` over the same-seed ``sequential`` run **of the same directory**
     (:func:`~mspipe_bench.harness.results.speedups`), so machines and noisy periods cancel; a regression
-    when it falls by more than ``speedup_drop`` (relative, default 0.10 = 10%). Not checked for
+    when it falls by more than ``speedup_drop`` (relative). Not checked for
     ``sequential`` itself (always 1) nor when a directory has no sequential run for the seed.
     Absolute times and events/s are never compared.
 ``mean observed staleness``
     ``metrics.mean_observed_staleness``; a regression when it rises by more than ``staleness_rise``
-    (absolute, in iterations, default 0.5). Independently of the baseline, a run whose
+    (absolute, in iterations). Independently of the baseline, a run whose
     ``max_observed_staleness`` exceeds its bound minus one (``K - 1`` for fixed-staleness, ``k_max - 1`` for
     mspipe, 0 for sequential / presample) is a regression (the bound was violated).
 
 A current run that is not ``complete`` is a regression. Baseline runs missing from the results are reported
-(a regression only with ``strict``); runs without a baseline are listed as new.
+(a regression only with ``strict``); runs without a baseline are listed as new. The tolerances and their
+defaults are the fields of :class:`Tolerances`.
 """
 
 from __future__ import annotations
@@ -29,22 +30,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mspipe_bench.errors import UserError
+
 if TYPE_CHECKING:  # pandas is imported by the functions that need it (keeps `--help` fast)
     import pandas as pd
 
-DEFAULT_TOLERANCES = {"ap_drop": 0.01, "speedup_drop": 0.10, "staleness_rise": 0.5}
-TOLERANCE_HELP = {
-    "ap_drop": "largest allowed drop of test AP (absolute)",
-    "speedup_drop": "largest allowed relative drop of the speedup over sequential (0.10 = 10%)",
-    "staleness_rise": "largest allowed rise of the mean observed staleness (iterations, absolute)",
-}
+
+def _tolerance(default: float, description: str):
+    return Field(default, ge=0, allow_inf_nan=False, strict=True, description=description)
 
 
-def load_tolerances(path: str | Path | None) -> dict[str, float]:
-    """Tolerances from a YAML mapping (keys of :data:`DEFAULT_TOLERANCES`; missing keys keep the default)."""
-    tol = dict(DEFAULT_TOLERANCES)
+class Tolerances(BaseModel):
+    """How far a result may fall behind its baseline before it is a regression (a tolerances YAML file holds
+    any of these keys; the others keep their default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ap_drop: float = _tolerance(0.01, "largest allowed drop of test AP (absolute)")
+    speedup_drop: float = _tolerance(0.10, "largest allowed relative drop of the speedup over sequential "
+                                           "(0.10 = 10%)")
+    staleness_rise: float = _tolerance(0.5, "largest allowed rise of the mean observed staleness "
+                                            "(iterations, absolute)")
+
+
+def tolerances_help() -> str:
+    """``key (default v): description`` for every tolerance (the ``compare`` help)."""
+    return "; ".join(f"{name} (default {f.default:g}): {f.description}" for name, f in Tolerances.model_fields.items())
+
+
+def load_tolerances(path: str | Path | None) -> Tolerances:
+    """Tolerances from a YAML mapping of :class:`Tolerances` keys (missing keys keep the default); a bad file
+    is a UserError naming the file, the key and the value."""
     if path is None:
-        return tol
+        return Tolerances()
     import yaml
 
     p = Path(path)
@@ -53,16 +73,19 @@ def load_tolerances(path: str | Path | None) -> dict[str, float]:
     try:
         doc = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ValueError(f"{p}: not valid YAML: {exc}") from None
+        raise UserError(f"{p}: not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(doc, dict):
-        raise ValueError(f"{p}: expected a mapping of tolerances ({', '.join(DEFAULT_TOLERANCES)})")
-    for key, value in doc.items():
-        if key not in DEFAULT_TOLERANCES:
-            raise ValueError(f"{p}: unknown key {key!r} (allowed: {', '.join(DEFAULT_TOLERANCES)})")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"{p}: key {key!r} must be a number >= 0, got {value!r}")
-        tol[key] = float(value)
-    return tol
+        raise UserError(f"{p}: expected a mapping of tolerances ({', '.join(Tolerances.model_fields)}), "
+                        f"found {type(doc).__name__}")
+    try:
+        return Tolerances(**{str(k): v for k, v in doc.items()})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(x) for x in err["loc"])
+        if err["type"] == "extra_forbidden":
+            raise UserError(f"{p}: unknown key {key!r} = {err['input']!r} (allowed: "
+                            f"{', '.join(Tolerances.model_fields)})") from None
+        raise UserError(f"{p}: key {key!r} = {err['input']!r}: must be a number >= 0 ({err['msg']})") from None
 
 
 def find_tolerances(baseline: str | Path) -> Path | None:
@@ -89,7 +112,7 @@ class Check:
 
 @dataclass
 class Comparison:
-    tolerances: dict[str, float]
+    tolerances: Tolerances
     checks: list[Check] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # in the baseline, not in the results
     new: list[str] = field(default_factory=list)  # in the results, not in the baseline
@@ -163,13 +186,12 @@ def _aggregate(df: pd.DataFrame) -> pd.DataFrame:
     return first
 
 
-def compare(current: pd.DataFrame, baseline: pd.DataFrame, tolerances: dict[str, float] | None = None,
+def compare(current: pd.DataFrame, baseline: pd.DataFrame, tolerances: Tolerances | None = None,
             strict: bool = False) -> Comparison:
-    tol = dict(DEFAULT_TOLERANCES)
-    tol.update(tolerances or {})
+    tol = tolerances or Tolerances()
     result = Comparison(tolerances=tol, strict=strict)
     if baseline.empty:
-        raise ValueError("the baseline holds no result files")
+        raise UserError("the baseline holds no result files")
     cur = _aggregate(current) if not current.empty else None
     base = _aggregate(baseline)
     for key, b in base.iterrows():
@@ -185,8 +207,8 @@ def compare(current: pd.DataFrame, baseline: pd.DataFrame, tolerances: dict[str,
         bap, cap = b.get("metrics.test_ap"), c.get("metrics.test_ap")
         if not (_isna(bap) or _isna(cap)):
             d = cap - bap
-            result.checks.append(Check("test AP", name, bap, cap, f"{d:+.4f}", f">= {bap - tol['ap_drop']:.4f}",
-                                       d < -tol["ap_drop"] - 1e-12))
+            result.checks.append(Check("test AP", name, bap, cap, f"{d:+.4f}", f">= {bap - tol.ap_drop:.4f}",
+                                       d < -tol.ap_drop - 1e-12))
         # speedup over sequential
         if c["config.trainer"] != "sequential":
             bs, cs = b.get("speedup_vs_sequential"), c.get("speedup_vs_sequential")
@@ -197,8 +219,8 @@ def compare(current: pd.DataFrame, baseline: pd.DataFrame, tolerances: dict[str,
             else:
                 rel = cs / bs - 1.0
                 result.checks.append(Check("speedup over sequential", name, bs, cs, f"{rel:+.1%}",
-                                           f">= {bs * (1 - tol['speedup_drop']):.3f}",
-                                           rel < -tol["speedup_drop"] - 1e-12))
+                                           f">= {bs * (1 - tol.speedup_drop):.3f}",
+                                           rel < -tol.speedup_drop - 1e-12))
         # staleness
         bst, cst = b.get("metrics.mean_observed_staleness"), c.get("metrics.mean_observed_staleness")
         if not (_isna(bst) or _isna(cst)):
@@ -208,8 +230,8 @@ def compare(current: pd.DataFrame, baseline: pd.DataFrame, tolerances: dict[str,
             note = (f"max observed {int(c['metrics.max_observed_staleness'])} > bound {bound} - 1"
                     if violated else "")
             result.checks.append(Check("mean observed staleness", name, bst, cst, f"{d:+.2f}",
-                                       f"<= {bst + tol['staleness_rise']:.2f}, max <= {bound - 1}",
-                                       d > tol["staleness_rise"] + 1e-12 or violated, note))
+                                       f"<= {bst + tol.staleness_rise:.2f}, max <= {bound - 1}",
+                                       d > tol.staleness_rise + 1e-12 or violated, note))
     if cur is not None:
         result.new = [_run_name(r) for k, r in cur.iterrows() if k not in base.index]
     return result
@@ -226,22 +248,19 @@ def _fmt(v, metric: str) -> str:
 
 
 def format_comparison(comp: Comparison) -> str:
+    from mspipe_bench.harness.results import text_table
+
     lines = []
     metrics = list(dict.fromkeys(c.metric for c in comp.checks))
     for metric in metrics:
-        rows = [("run", "baseline", "current", "change", "allowed", "verdict")]
+        rows = []
         for c in (c for c in comp.checks if c.metric == metric):
             verdict = "REGRESSION" if c.regression else ("n/a" if c.change == "n/a" else "ok")
             if c.note:
                 verdict += f" ({c.note})"
             rows.append((c.run, _fmt(c.baseline, metric), _fmt(c.current, metric), c.change, c.limit, verdict))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
         lines.append(f"== {metric} ==")
-        for n, r in enumerate(rows):
-            cells = [r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in range(1, len(r) - 1)] + [r[-1]]
-            lines.append("  ".join(cells))
-            if n == 0:
-                lines.append("  ".join("-" * w for w in widths) + "  -------")
+        lines.append(text_table(rows, ("run", "baseline", "current", "change", "allowed", "verdict"), "lrrrrl"))
         lines.append("")
     if comp.incomplete:
         lines.append(f"REGRESSION: {len(comp.incomplete)} run(s) not complete in the results: "
@@ -252,18 +271,18 @@ def format_comparison(comp: Comparison) -> str:
     if comp.new:
         lines.append(f"note: {len(comp.new)} run(s) without a baseline (not compared): " + ", ".join(comp.new))
     n = len(comp.regressions) + len(comp.incomplete) + (len(comp.missing) if comp.strict else 0)
-    tol = ", ".join(f"{k}={v:g}" for k, v in comp.tolerances.items())
+    tol = ", ".join(f"{k}={v:g}" for k, v in comp.tolerances.model_dump().items())
     lines.append(f"{'FAIL' if comp.failed else 'OK'}: {n} regression(s) in {len(comp.checks)} checks "
                  f"(tolerances: {tol})")
     return "\n".join(lines)
 
 
-def compare_dirs(results: str | Path, baseline: str | Path, tolerances: dict[str, float] | None = None,
+def compare_dirs(results: str | Path, baseline: str | Path, tolerances: Tolerances | None = None,
                  strict: bool = False, on_skip=None) -> Comparison:
     from mspipe_bench.harness.results import load_results
 
     cur = load_results(results, on_skip=on_skip)
     base = load_results(baseline, on_skip=on_skip)
     if base.empty:
-        raise ValueError(f"{baseline}: no result files in the baseline")
+        raise UserError(f"{baseline}: no result files in the baseline")
     return compare(cur, base, tolerances, strict)
