@@ -8,13 +8,19 @@ import random
 import pytest
 
 from mspipe_bench.cli import main
+from mspipe_bench.errors import UserError
 from mspipe_bench.trainers import rules
 from mspipe_bench.trainers.rules import TRAINERS, make_schedule
 from mspipe_bench.trainers.simulator import (
+    Contention,
     load_profile,
+    parse_contention,
+    parse_factors,
     parse_tau,
     simulate,
+    simulate_trainers,
     stage_times,
+    summarize,
     timeline_from_result,
 )
 
@@ -370,12 +376,15 @@ def test_shipped_profile_loads_and_is_labelled():
     assert {rules.k_min_steady_state(p.tau["M"], p.tau["U"], p.tau["T"]) for p in profiles} >= {2, 3}
 
 
-def _write_profile(tmp_path, entry_extra=None, tau=None, top_extra=None):
+def _write_profile(tmp_path, entry_extra=None, tau=None, top_extra=None, drop=()):
     tau = tau if tau is not None else {"S": 1, "F": 1, "M": 2, "T": 10, "U": 2}
     entry = {"model": "tgn", "dataset": "x", "batch_size": 600, "tau": tau, "note": "n", **(entry_extra or {})}
     import yaml
 
-    doc = {"source": "test", "units": "ms", "profiles": [entry], **(top_extra or {})}
+    doc = {"source": {"kind": "hand-made", "reference": "test"}, "hardware": "none", "units": "ms",
+           "caveats": [], "profiles": [entry], **(top_extra or {})}
+    for key in drop:
+        del doc[key]
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
@@ -462,3 +471,224 @@ def test_simulator_does_not_import_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+# -------------------------------------------------------------------------------------- contention
+
+# Digests of the contention-free simulator before contention existed (commit 41731f4, simulator.py before the
+# split): sha256 of repr((timeline, k, observed staleness, period)) and the exact makespan, per input and
+# trainer (fixed-staleness k=2, mspipe k_max=4, prefetch 2). repr of a float is exact, so equal digests mean
+# bit-identical schedules.
+GNNFLOW_TGN = {"S": 107.81, "F": 40.05, "M": 55.89, "T": 133.27, "U": 29.52}
+GNNFLOW_TGAT = {"S": 1615.54, "F": 1233.05, "M": 0.0, "T": 1139.23, "U": 0.0}
+GPU_EXAMPLE_APAN = {"S": 0.004, "F": 0.003, "M": 0.010, "T": 0.020, "U": 0.011}
+BEFORE_CONTENTION = {
+    ("gnnflow-tgn", "sequential"): ("73307.99999999965", "d43c24262e4121a3"),
+    ("gnnflow-tgn", "presample"): ("43920.8499999997", "5b93d852f66fee5e"),
+    ("gnnflow-tgn", "fixed-staleness"): ("26887.270000000073", "07a72544bc45a85b"),
+    ("gnnflow-tgn", "mspipe"): ("26887.270000000073", "c682f3da9b09e5a8"),
+    ("gnnflow-tgat", "sequential"): ("797564.0000000013", "71ed515db0a0a209"),
+    ("gnnflow-tgat", "presample"): ("570857.2299999981", "fbe051fdcae072f5"),
+    ("gnnflow-tgat", "fixed-staleness"): ("325480.2799999996", "7edf1bc32c7ba931"),
+    ("gnnflow-tgat", "mspipe"): ("325480.2799999996", "cce3f65c4da011c5"),
+    ("gpu-example-apan", "sequential"): ("9.59999999999987", "44c2648b4d7936b0"),
+    ("gpu-example-apan", "presample"): ("8.206999999999937", "c7a3dc20fe6ae3f7"),
+    ("gpu-example-apan", "fixed-staleness"): ("4.126999999999994", "8e4c8bec724b13e0"),
+    ("gpu-example-apan", "mspipe"): ("4.028000000000003", "b7a12df6d62359de"),
+    ("random-seed7", "sequential"): ("749.9259999999999", "f433e8e714ecef1e"),
+    ("random-seed7", "presample"): ("512.3620000000002", "6683383b50003d66"),
+    ("random-seed7", "fixed-staleness"): ("328.346", "361366caf99d1ea5"),
+    ("random-seed7", "mspipe"): ("318.5920000000001", "060974ad858d0a5d"),
+}
+
+
+def _before_contention_inputs():
+    rng = random.Random(7)
+    per_iteration = {s: [round(rng.uniform(0.2, 6.0), 3) for _ in range(50)] for s in rules.STAGES}
+    return {"gnnflow-tgn": (GNNFLOW_TGN, 200), "gnnflow-tgat": (GNNFLOW_TGAT, 200),
+            "gpu-example-apan": (GPU_EXAMPLE_APAN, 200), "random-seed7": (per_iteration, None)}
+
+
+def _digest(res):
+    import hashlib
+
+    text = repr((res.timeline, res.k, res.observed_staleness, res.period_s))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("contention", [None, 1.0, Contention(factor=1.0, pairs={"F+T": 1.0})])
+def test_contention_factor_one_reproduces_the_contention_free_simulator(contention):
+    for name, (tau, n) in _before_contention_inputs().items():
+        for trainer in TRAINERS:
+            res = simulate(tau, make_schedule(trainer, staleness=2), n, contention=contention)
+            assert (repr(res.makespan_s), _digest(res)) == BEFORE_CONTENTION[(name, trainer)], (name, trainer)
+
+
+def test_hand_computed_two_iteration_schedule_with_contention():
+    """S=1, F=1, M=2, T=4, U=2 (work in seconds alone), one global factor 2: a stage overlapping any other
+    drains its work at 1/2 per second. fixed-staleness k=2, prefetch 2; threads sampler S, loader F+M,
+    trainer T, updater U.
+
+    t=0  S0 alone: 0-1.
+    t=1  F0 (after S0) and S1 (after S0; M(-1) does not exist) overlap: each does 1 unit in 2 s: both end 3.
+    t=3  M0 (after F0; U(-2) does not exist) alone: 3-5.
+    t=5  T0 (after M0) and F1 (after S1, M0) overlap: F1 ends 7; T0 has done 1 of 4 units.
+    t=7  M1 (after F1; k=2: U(-1) does not exist) starts beside T0: M1 does 2 units in 4 s, ends 11;
+         T0 does 2 more units by 11, its last unit alone: ends 12.
+    t=12 U0 (after T0) and T1 (after M1, T0) overlap: U0's 2 units take 4 s, ends 16; T1 has done 2 of 4,
+         the other 2 alone: ends 18.
+    t=18 U1 (after T1, U0) alone: 18-20.  Makespan 20, against 14 without contention.
+
+    presample (threads sampler S+F, trainer M+T+U), same stage times, factor 2; then with the pair S+M at 1:
+    t=0 S0 0-1, F0 1-2 (alone). t=2 M0 and S1 overlap: S1's 1 unit ends 4, M0 has 1 of 2 left, alone: 5.
+    t=5 T0 and F1 overlap: F1 ends 7, T0 has 3 left, alone: ends 10. U0 10-12, M1 12-14 (k=1: after U0),
+    T1 14-18, U1 18-20: makespan 20 (sequential's 20: no gain at factor 2).
+    With S+M = 1: S1 2-3 and M0 2-4 at full speed; F1 (after M0) and T0 start at 4 and overlap at factor 2:
+    F1 ends 6, T0 has 3 units left at 6: ends 9; U0 9-11, M1 11-13, T1 13-17, U1 17-19.
+    """
+    tau = {"S": 1, "F": 1, "M": 2, "T": 4, "U": 2}
+
+    def spans(res):
+        return {(r[1], r[0]): (r[2], r[3]) for r in res.timeline}
+
+    res = simulate(tau, make_schedule("fixed-staleness", staleness=2), 2, contention=2.0)
+    assert spans(res) == {
+        ("S", 0): (0, 1), ("F", 0): (1, 3), ("S", 1): (1, 3), ("M", 0): (3, 5), ("T", 0): (5, 12),
+        ("F", 1): (5, 7), ("M", 1): (7, 11), ("U", 0): (12, 16), ("T", 1): (12, 18), ("U", 1): (18, 20),
+    }
+    assert res.makespan_s == 20 and res.k == [2, 2]
+    assert simulate(tau, make_schedule("fixed-staleness", staleness=2), 2).makespan_s == 14
+
+    pre = simulate(tau, make_schedule("presample"), 2, contention=2.0)
+    assert spans(pre) == {
+        ("S", 0): (0, 1), ("F", 0): (1, 2), ("M", 0): (2, 5), ("S", 1): (2, 4), ("T", 0): (5, 10),
+        ("F", 1): (5, 7), ("U", 0): (10, 12), ("M", 1): (12, 14), ("T", 1): (14, 18), ("U", 1): (18, 20),
+    }
+    paired = simulate(tau, make_schedule("presample"), 2, contention=Contention(factor=2, pairs={"M+S": 1}))
+    assert spans(paired) == {
+        ("S", 0): (0, 1), ("F", 0): (1, 2), ("M", 0): (2, 4), ("S", 1): (2, 3), ("T", 0): (4, 9),
+        ("F", 1): (4, 6), ("U", 0): (9, 11), ("M", 1): (11, 13), ("T", 1): (13, 17), ("U", 1): (17, 19),
+    }
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_contention_keeps_the_rules_and_stretches_only_overlapped_stages(seed):
+    rng = random.Random(300 + seed)
+    n = 30
+    tau = random_tau(rng, n)
+    factor = rng.uniform(1.1, 3.0)
+    for trainer in TRAINERS:
+        sched = make_schedule(trainer, staleness=rng.randint(1, 3), max_staleness=rng.randint(2, 4))
+        res = simulate(tau, sched, n, contention=factor)
+        _check_invariants(res, sched)
+        spans = {(r[1], r[0]): (r[2], r[3]) for r in res.timeline}
+        for (stage, i), (s, e) in spans.items():
+            work = tau[stage][i]
+            others = [v for k, v in spans.items() if k != (stage, i) and v[0] < e and v[1] > s]
+            assert e - s >= work - 1e-9 and e - s <= factor * work + 1e-9
+            if not others:  # ran alone: exactly its stage time
+                assert e - s == pytest.approx(work)
+        if trainer == "sequential":  # nothing overlaps: contention changes nothing
+            assert res.timeline == simulate(tau, sched, n).timeline
+
+
+def test_contention_spec_parsing_and_pairs():
+    c = parse_contention("1.5,T+F=2,S+T=1")
+    assert c.factor == 1.5 and c.pairs == {"F+T": 2.0, "S+T": 1.0}
+    assert c.slowdown("T", ["F", "U"]) == 2.0 and c.slowdown("T", ["S"]) == 1.0 and c.slowdown("M", []) == 1.0
+    assert c.slowdown("U", ["M"]) == 1.5
+    at_least_1 = "(>=|greater than or equal to) 1"
+    for bad, msg in (("0.9", at_least_1), ("x", "global factor"), ("1.2,F+F=2", "two different stages"),
+                     ("1.2,F+X=2", "two stages joined"), ("1.2,F+T", "STAGE[+]STAGE=FACTOR"),
+                     ("1.2,F+T=0.5", at_least_1)):
+        with pytest.raises(UserError, match=msg):
+            parse_contention(bad)
+    assert parse_factors("1, 1.5,2,1.5") == [1.0, 1.5, 2.0]
+    for bad in ("", "1,0.5", "1,inf", "a"):
+        with pytest.raises(UserError):
+            parse_factors(bad)
+
+
+def test_contention_for_speedup_finds_the_factor():
+    from mspipe_bench.trainers.simulator import contention_for_speedup, sweep_contention
+
+    rows = sweep_contention(GNNFLOW_TGN, [1.0, 1.5, 2.0], ("presample", "mspipe"), iterations=60)
+    assert rows[0]["mspipe"] > rows[1]["mspipe"] > rows[2]["mspipe"]
+    assert rows[2]["presample"] == pytest.approx(1.0, abs=0.01)  # two lanes, always overlapped, factor 2
+    f = contention_for_speedup(GNNFLOW_TGN, "mspipe", 2.0, iterations=60, tol=1e-6)
+    assert 1.0 < f < 1.5
+    assert sweep_contention(GNNFLOW_TGN, [f], ("mspipe",), iterations=60)[0]["mspipe"] == pytest.approx(2.0, abs=1e-4)
+    assert contention_for_speedup(GNNFLOW_TGN, "mspipe", rows[0]["mspipe"] + 0.1, iterations=60) is None
+
+
+# -------------------------------------------------------------------------------------- sourced profiles
+
+
+def _shipped(name):
+    from pathlib import Path
+
+    import mspipe_bench.harness
+
+    return Path(mspipe_bench.harness.__file__).parent / "profiles" / name
+
+
+def test_published_gnnflow_profiles_carry_their_source():
+    tgn = load_profile(_shipped("gnnflow_tgn_gdelt_4xa100.yaml"))
+    tgat = load_profile(_shipped("gnnflow_tgat_gdelt_4xa100.yaml"))
+    assert [p.tau for p in tgn][0] == GNNFLOW_TGN  # units s: the PR's seconds unchanged
+    assert [p.variant for p in tgn] == ["without pre-sampling", "with pre-sampling",
+                                        "with pre-sampling, GIL released in sampling"]
+    assert tgat[0].tau == GNNFLOW_TGAT and tgat[1].tau["S"] == 601.47
+    for p in tgn + tgat:
+        assert p.source_detail["kind"] == "published measurement"
+        assert p.source_detail["repository"] == "jasperzhong/GNNFlow" and "#102" in p.source_detail["reference"]
+        assert p.source_detail["table"] and "A100" in p.hardware and p.per_epoch_sums
+        assert any("time.time()" in c for c in p.caveats) and p.batch_size in (4000, 600)
+    assert any("Memory Update" in c for c in tgn[0].caveats) and any("rank 0" in c for c in tgn[0].caveats)
+
+
+def test_profile_without_source_is_refused(tmp_path, capsys):
+    path = _write_profile(tmp_path, drop=("source",))
+    with pytest.raises(UserError) as exc:
+        load_profile(path)
+    assert str(path) in str(exc.value) and "missing field 'source'" in str(exc.value)
+    assert main(["simulate", "--profile", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "missing field 'source'" in err and str(path) in err
+    # the old format (source as free text) is refused too, naming the field and the value
+    old = _write_profile(tmp_path, top_extra={"source": "a paper"})
+    with pytest.raises(UserError, match="field 'source'.*'a paper'"):
+        load_profile(old)
+
+
+def test_cli_profile_prints_source_and_contention(capsys):
+    prof = _shipped("gnnflow_tgn_gdelt_4xa100.yaml")
+    assert main(["simulate", "--profile", str(prof), "--iterations", "40", "--trainers", "presample,mspipe"]) == 0
+    out = capsys.readouterr().out
+    assert "source: published measurement: GNNFlow pull request #102" in out
+    assert "hardware: 4x NVIDIA A100" in out and "caveat:" in out and "contention: none" in out
+    assert main(["simulate", "--profile", str(prof), "--iterations", "40", "--contention", "1.5", "--json"]) == 0
+    objs = json.loads(capsys.readouterr().out)
+    assert objs[0]["input"]["contention"] == {"factor": 1.5, "pairs": {}}
+    assert objs[0]["input"]["source_detail"]["kind"] == "published measurement"
+    free = simulate(GNNFLOW_TGN, make_schedule("mspipe"), 40)
+    slowed = simulate(GNNFLOW_TGN, make_schedule("mspipe"), 40, contention=1.5)
+    assert objs[0]["trainers"]["mspipe"]["makespan_s"] == slowed.makespan_s > free.makespan_s
+
+
+def test_cli_sweep_contention_table_json_and_figure(tmp_path, capsys):
+    fig = tmp_path / "sweep.png"
+    args = ["simulate", "--tau", "S=107.81,F=40.05,M=55.89,T=133.27,U=29.52", "--iterations", "40",
+            "--sweep-contention", "1,1.5,2", "--figure", str(fig)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "contention factor" in out and "mspipe speedup: 2.45x at factor" in out and f"wrote {fig}" in out
+    assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(args + ["--json"]) == 0
+    obj = json.loads(capsys.readouterr().out)[0]
+    assert [r["factor"] for r in obj["sweep"]] == [1.0, 1.5, 2.0]
+    ref = summarize(simulate_trainers(GNNFLOW_TGN, iterations=40))
+    for t in ("presample", "fixed-staleness", "mspipe"):
+        assert obj["sweep"][0][t] == ref[t]["speedup_vs_sequential"]
+    assert 1.0 < obj["factor_at_speedup"]["mspipe"]["2.45"] < obj["factor_at_speedup"]["mspipe"]["1.5"]
+    assert main(args[:-2] + ["--figure", str(tmp_path / "no" / "x.png")]) == 2
