@@ -95,10 +95,12 @@ def test_human_table(npz, capsys):
     lines = out.splitlines()
     assert lines[0].startswith("node 1 at t=300: 3 neighbours")
     assert lines[1].split() == ["eid", "nbr", "t"]
-    rows = [line.split() for line in lines[2:5]]
+    assert set(lines[2].replace(" ", "")) == {"-"}
+    rows = [line.split() for line in lines[3:6]]
     assert rows == [[str(n["eid"]), str(n["nbr"]), f"{n['t']:.0f}"] for n in brute(1, 300.0, 3)]
-    assert lines[5].startswith("node 5 at t=300: 0 neighbours")
-    assert len(lines) == 6
+    assert len({len(line) for line in lines[1:6]}) == 1  # right-aligned columns
+    assert lines[6].startswith("node 5 at t=300: 0 neighbours")
+    assert len(lines) == 7
 
 
 @pytest.mark.parametrize(

@@ -179,7 +179,7 @@ def _fmt_time(t: float) -> str:
 
 def format_samples(doc: dict, fanout: int, strategy: str) -> str:
     """Human view: one header line per query, then an aligned ``eid  nbr  t`` table."""
-    from tabulate import tabulate
+    from mspipe_bench.harness.results import text_table
 
     lines = []
     for q in doc["queries"]:
@@ -190,9 +190,7 @@ def format_samples(doc: dict, fanout: int, strategy: str) -> str:
         )
         if nb:
             rows = [(n["eid"], n["nbr"], _fmt_time(n["t"])) for n in nb]
-            table = tabulate(rows, headers=("eid", "nbr", "t"), tablefmt="plain", disable_numparse=True,
-                             colalign=("right",) * 3)
-            lines += ["  " + line for line in table.splitlines()]
+            lines += ["  " + line for line in text_table(rows, ("eid", "nbr", "t"), "rrr").splitlines()]
     return "\n".join(lines)
 
 
