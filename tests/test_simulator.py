@@ -692,3 +692,27 @@ def test_cli_sweep_contention_table_json_and_figure(tmp_path, capsys):
         assert obj["sweep"][0][t] == ref[t]["speedup_vs_sequential"]
     assert 1.0 < obj["factor_at_speedup"]["mspipe"]["2.45"] < obj["factor_at_speedup"]["mspipe"]["1.5"]
     assert main(args[:-2] + ["--figure", str(tmp_path / "no" / "x.png")]) == 2
+
+
+def test_cpu_contention_reference_inverts_the_stage_speed():
+    import importlib.util
+    from pathlib import Path
+
+    from mspipe_bench.trainers.simulator import sweep_contention
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "cpu_contention_reference.py"
+    spec = importlib.util.spec_from_file_location("cpu_contention_reference", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    stage_ms = {"S": 4.0, "F": 1.0, "M": 3.0, "T": 10.0, "U": 3.0}
+    paired = {"staleness": 2, "models": [{
+        "model": "m", "block_iterations": 20, "rounds": [{"sequential": {"stage_ms": stage_ms}}] * 3,
+        "summary": {"sequential": {"stage_speed_median": 1.0}, "presample": {"stage_speed_median": 1.02},
+                    "mspipe": {"stage_speed_median": 0.9}},
+    }]}
+    rows = {r["trainer"]: r for r in mod.reference(paired)}
+    assert rows["presample"]["contention_factor"] == 1.0  # no slower beside each other: no contention
+    c = rows["mspipe"]["contention_factor"]
+    tau = {s: v / 1000 for s, v in stage_ms.items()}
+    slowed = sweep_contention(tau, [c], ["mspipe"], iterations=20)[0]["mspipe"]
+    assert c > 1 and slowed / rows["mspipe"]["simulated_speedup_at_1"] == pytest.approx(0.9, abs=1e-3)

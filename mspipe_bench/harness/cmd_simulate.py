@@ -335,8 +335,15 @@ def _sweep(inputs: list[_Input], args: argparse.Namespace, trainers: list[str], 
         table = [(f"{r['factor']:g}", *(f"{r[t]:.2f}x" for t in pipelined)) for r in rows]
         print(text_table(table, ("contention factor", *pipelined), align="r" * (1 + len(pipelined))))
         for t, found in crossing.items():
-            parts = [f"{target}x at factor {f:.2f}" if f is not None else f"{target}x at no factor in [1, 8]"
-                     for target, f in sorted(found.items(), key=lambda kv: -float(kv[0]))]
+            free = simulator.sweep_contention(inp.tau, [1.0], [t], base=base, **kw)[0][t]
+            parts = []
+            for target, f in sorted(found.items(), key=lambda kv: -float(kv[0])):
+                if f is not None:
+                    parts.append(f"{target}x at factor {f:.2f}")
+                elif float(target) > free:
+                    parts.append(f"never {target}x ({free:.2f}x at factor 1)")
+                else:
+                    parts.append(f"still above {target}x at factor 8")
             print(f"  {t} speedup: " + ", ".join(parts))
     plot_contention_sweep(series, figure, band=PAPER_RANGE, trainers=drawn)
     if args.json:
