@@ -41,10 +41,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mspipe_bench.trainers.rules import TRAINERS
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "wikipedia"
 DEFAULT_BLOCK = {"tgn": 20, "apan": 40, "jodie": 120}  # ~2 s of sequential training each
-TRAINERS = ("sequential", "presample", "fixed-staleness", "mspipe")
 
 
 def parse_args(argv=None):
