@@ -35,8 +35,8 @@ from mspipe_bench.models.memory import MemoryRows, MemoryStore
 from mspipe_bench.models.mitigation import MitigationConfig, mitigate
 from mspipe_bench.models.model import ModelOutput, TemporalModel
 from mspipe_bench.sampling import NegativeSampler, SampledBlocks, TemporalSampler, sample_blocks
+from mspipe_bench.trainers.rules import STAGE_NAMES
 
-STAGE_NAMES = {"S": "sample", "F": "feature fetch", "M": "memory fetch", "T": "train", "U": "memory update"}
 PHASE_CODE = {"train": 0, "val": 1, "test": 2}
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 STAGES = ("S", "F", "M", "T", "U")
+STAGE_NAMES = {"S": "sample", "F": "feature fetch", "M": "memory fetch", "T": "train", "U": "memory update"}
 # mspipe's bound before every stage has been timed once (cold start: U(0) not finished yet), fetch not
 # delayed; 2 is the steady-state minimum whenever M + U < T
 WARMUP_STALENESS = 2
