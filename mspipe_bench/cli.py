@@ -26,8 +26,15 @@ COMMAND_MODULES = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line (exit 2) like every other user error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mspipe-bench",
         description="Benchmark suite for memory-based temporal GNN training pipelines "
         "(sequential, presample, fixed-staleness, MSPipe) on DGL.",
@@ -48,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, for run directories' manifests
     try:
         return int(args.func(args) or 0)
     except (UserError, FileNotFoundError) as exc:  # bad input: one line, exit 2; bugs keep their traceback

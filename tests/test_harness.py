@@ -1,7 +1,9 @@
-"""Harness: results store, trace export, compare, sweeps (resumable), plots, bench / paper commands."""
+"""Harness: results store (.json and .json.gz), trace export, compare, the run specification and its options,
+sweeps (run directories, resuming, spec validation), plots, bench / paper commands, user errors."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import shutil
@@ -12,14 +14,15 @@ from pathlib import Path
 import pytest
 
 from mspipe_bench.cli import main
+from mspipe_bench.errors import UserError
 from mspipe_bench.harness import sweep
 from mspipe_bench.harness.compare import compare_dirs, load_tolerances
-from mspipe_bench.harness.results import load_result, load_results, speedups
-from mspipe_bench.harness.run import RunSpec, default_result_path, write_json_atomic
+from mspipe_bench.harness.results import load_result, load_results, machine_tag, result_files, speedups
+from mspipe_bench.harness.run import RunSpec, default_result_path, spec_from_options, write_json_atomic
 from mspipe_bench.harness.trace import to_chrome_trace
+from mspipe_bench.trainers.rules import TRAINERS
 
 TINY = "synthetic:nodes=200,events=3000"
-TRAINERS = ("sequential", "presample", "fixed-staleness", "mspipe")
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +45,7 @@ def results_copy(tiny_dir, tmp_path) -> Path:
 
 
 def _file(d: Path, trainer: str) -> Path:
-    (p,) = [p for p in d.glob("*.json") if re.search(rf"_{trainer}(-k\d+)?_s\d", p.name)]
+    (p,) = [p for p in result_files(d) if re.search(rf"_{trainer}(-k\d+)?_s\d", p.name)]
     return p
 
 
@@ -100,6 +103,32 @@ def test_malformed_result_is_an_error_naming_the_file(results_copy, damage):
         load_results(results_copy)
     with pytest.raises(ValueError, match=p.name):
         load_result(p)
+
+
+@pytest.mark.e2e
+def test_gzipped_results_read_like_plain_ones(results_copy, tmp_path):
+    plain = _file(results_copy, "mspipe")
+    data = load_result(plain)
+    gz = write_json_atomic(tmp_path / "copy.json.gz", data)
+    assert gz.read_bytes()[:2] == b"\x1f\x8b"  # written compressed
+    assert load_result(gz) == data
+    with gzip.open(gz, "rb") as fh:  # reproducible: no name or time in the header
+        assert fh.read() and write_json_atomic(tmp_path / "again.json.gz", data).read_bytes() == gz.read_bytes()
+    shutil.copy(gz, results_copy / (plain.name + ".gz"))
+    plain.unlink()
+    df = load_results(results_copy)
+    assert len(df) == 4 and df["path"].str.endswith(".json.gz").sum() == 1
+    assert df["env.machine"].iloc[0] == machine_tag(data["env"])
+    (results_copy / "broken.json.gz").write_bytes(gz.read_bytes()[:100])
+    with pytest.raises(UserError, match="broken.json.gz"):
+        load_results(results_copy)
+
+
+def test_machine_tag():
+    assert machine_tag({"cpu": "Intel(R) Xeon(R) Processor", "cpu_count": 2}) == "intel-xeon-2cpu"
+    assert machine_tag({"cpu": "Intel(R) Core(TM) i7-8550U CPU @ 1.80GHz", "cpu_count": 8}) == "intel-core-i7-8550u-8cpu"
+    assert machine_tag({"cpu": "AMD EPYC 7763 64-Core Processor", "cpu_count": 4}) == "amd-epyc-7763-4cpu"
+    assert machine_tag({}) == "unknown-cpu"
 
 
 # --------------------------------------------------------------------------------------------- trace
@@ -190,7 +219,8 @@ def _write_spec(path: Path, text: str) -> Path:
 
 
 @pytest.mark.e2e
-def test_sweep_is_resumable(tmp_path):
+def test_each_sweep_writes_a_new_run_directory_and_resume_skips_only_its_own_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     spec = _write_spec(tmp_path / "s.yaml", f"""
 models: [tgn]
 datasets: ["{TINY}"]
@@ -203,34 +233,56 @@ warmup: false
 """)
     runs, opts = sweep.load_runs(spec)
     assert len(runs) == 2 and opts["warmup"] is False
-    out = tmp_path / "res"
-    assert main(["sweep", str(spec), "--results-dir", str(out)]) == 0  # real runs
-    files = sorted(out.glob("*.json"))
-    assert len(files) == 2 and all(load_result(f)["status"] == "complete" for f in files)
-
-    calls = []
+    assert main(["sweep", str(spec)]) == 0  # real runs
+    assert main(["sweep", str(spec)]) == 0  # measures again, into another directory
+    first, second = sorted((tmp_path / "runs").iterdir())
+    assert first.name.startswith("sweep-s-") and second.name.startswith("sweep-s-")
+    for d in (first, second):
+        files = result_files(d)
+        assert len(files) == 2 and all(load_result(f)["status"] == "complete" for f in files)
+        assert (d / sweep.MANIFEST).is_file()
+    # resuming runs nothing the invocation completed there ...
+    calls, lines = [], []
 
     def counting(s, d):
         calls.append(s.key())
         return sweep.run_one(s, d)
 
-    lines = []
-    rep = sweep.run_sweep(runs, out, warmup=False, runner=counting, log=lines.append)
-    assert calls == [] and len(rep.skipped) == 2
-    assert sum("skip" in ln for ln in lines) == 2
-
-    victim = default_result_path(runs[1], out)
+    rep = sweep.run_sweep(runs, sweep.RunDir.resume(first, runs), warmup=False, runner=counting, log=lines.append)
+    assert calls == [] and len(rep.skipped) == 2 and sum("skip" in ln for ln in lines) == 2
+    # ... and redoes a run whose file is gone or interrupted
+    victim = default_result_path(runs[1], first)
     victim.unlink()
-    rep = sweep.run_sweep(runs, out, warmup=False, runner=counting, log=lines.append)
-    assert calls == [runs[1].key()] and len(rep.ran) == 1 and len(rep.skipped) == 1
-    assert victim.is_file()
+    rep = sweep.run_sweep(runs, sweep.RunDir.resume(first, runs), warmup=False, runner=counting, log=lines.append)
+    assert calls == [runs[1].key()] and len(rep.ran) == 1 and len(rep.skipped) == 1 and victim.is_file()
     assert any("ETA" in ln for ln in lines)
-
-    # an interrupted result is redone
     _edit(victim, lambda d: d.update(status="interrupted"))
     calls.clear()
-    sweep.run_sweep(runs, out, warmup=False, runner=lambda s, d: (calls.append(1), (victim, {}))[1], log=lines.append)
+    sweep.run_sweep(runs, sweep.RunDir.resume(first, runs), warmup=False,
+                    runner=lambda s, d: (calls.append(1), (victim, {}))[1], log=lines.append)
     assert calls == [1]
+
+
+def test_result_files_a_run_directory_did_not_write_are_never_reused(tiny_dir, tmp_path, capsys):
+    """A complete result with the right key (e.g. a committed reference) is not a measurement of this
+    invocation: in a directory without a manifest, or not listed in its manifest, it is run again."""
+    runs = sweep.expand({"trainers": ["sequential"], "dataset": TINY, "epochs": 2, "max_iterations": 3})
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    shutil.copy(_file(tiny_dir, "sequential"), foreign)
+    assert load_result(result_files(foreign)[0])["config"]["key"] == runs[0].key()
+    for argv in (["--resume", str(foreign)], ["--results-dir", str(foreign)]):
+        assert main(["bench", "--dataset", TINY, "--epochs", "2", "--max-iterations", "3", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(foreign) in err
+    rd = sweep.RunDir.create(runs, "test", tmp_path / "own")
+    shutil.copy(_file(tiny_dir, "sequential"), rd.path)  # same key, but this invocation did not write it
+    assert rd.completed(runs[0]) is None
+    rd.record(runs[0], rd.path / _file(tiny_dir, "sequential").name)
+    assert sweep.RunDir.resume(rd.path, runs).completed(runs[0]) is not None
+    other = sweep.expand({"trainers": ["presample"], "dataset": TINY, "epochs": 2})
+    with pytest.raises(UserError, match="different plan"):
+        sweep.RunDir.resume(rd.path, other)
 
 
 def test_sweep_failed_run_does_not_stop_the_sweep(tmp_path):
@@ -241,9 +293,11 @@ def test_sweep_failed_run_does_not_stop_the_sweep(tmp_path):
             raise RuntimeError("boom")
         return Path(d) / "x.json", {"metrics": {"train_events_per_s": 1.0}}
 
-    rep = sweep.run_sweep(runs, tmp_path, warmup=False, runner=runner, log=lambda _: None)
+    rd = sweep.RunDir.create(runs, "test", tmp_path / "rd")
+    rep = sweep.run_sweep(runs, rd, warmup=False, runner=runner, log=lambda _: None)
     assert [s.trainer for s, _, _ in rep.ran] == ["sequential", "mspipe"]
     assert len(rep.failed) == 1 and rep.exit_code == 1
+    assert set(rd.manifest["completed"]) == {runs[0].key(), runs[2].key()}
 
 
 def test_sweep_expansion_is_interleaved():
@@ -273,26 +327,36 @@ def test_sweep_expansion_is_interleaved():
     assert all(r.resolved().mitigation is False for r in runs if r.trainer == "sequential")
     assert all(r.mitigation is False for r in sweep.expand({"trainers": ["sequential", "mspipe"],
                                                            "mitigation": False}))
+    assert [r.trainer for r in sweep.expand({})] == list(TRAINERS)  # no `trainers`: every trainer
 
 
 @pytest.mark.parametrize("text, key", [
-    ("models: [tgn]\nfoo: 1\n", "foo"),
-    ("trainers: [sequential, seq]\n", "seq"),
-    ("trainers: [{trainer: mspipe, bogus: 2}]\n", "bogus"),
-    ("epochs: two\n", "epochs"),
-    ("seeds: []\n", "seeds"),
-    ("model: tgn\nmodels: [jodie]\n", "models"),
-    ("staleness: [0]\n", "staleness"),
-    ("overrides: gnn.heads=2\n", "overrides"),
-    ("- just a list\n", "mapping"),
+    ("models: [tgn]\nfoo: 1\n", "unknown key 'foo'"),
+    ("trainers: [sequential, seq]\n", "key 'trainers[1].trainer': input should be 'sequential'"),
+    ("trainers: [{trainer: mspipe, bogus: 2}]\n", "unknown key 'trainers[0].bogus'"),
+    ("trainers: [{mspipe: 3}]\n", "key 'trainers[0]': the fields of trainer 'mspipe' must be a mapping"),
+    ("epochs: two\n", "key 'epochs': input should be a valid integer, got 'two'"),
+    ("epochs: [2, 0]\n", "key 'epochs[1]': input should be greater than or equal to 1, got 0"),
+    ("seeds: []\n", "key 'seeds'"),
+    ("seed: -1\n", "key 'seed': input should be greater than or equal to 0, got -1"),
+    ("model: tgn\nmodels: [jodie]\n", "give either 'models' or 'model'"),
+    ("staleness: [0]\n", "key 'staleness[0]': input should be greater than or equal to 1, got 0"),
+    ("trainers: [{fixed-staleness: {staleness: [2, 0]}}]\n", "key 'trainers[0].staleness[1]'"),
+    ("torch_threads: 0\n", "key 'torch_threads': input should be greater than or equal to 1, got 0"),
+    ("mitigation_quantile: 0\n", "key 'mitigation_quantile': input should be greater than 0"),
+    ("negatives: src\n", "key 'negatives': input should be 'all' or 'dst', got 'src'"),
+    ("val_ratio: 0.5\ntest_ratio: 0.5\n", "val_ratio + test_ratio must be < 1"),
+    ("overrides: gnn.heads=2\n", "key 'overrides': input should be a valid list"),
+    ("warmup: yes please\n", "key 'warmup'"),
+    ("- just a list\n", "a sweep spec must be a mapping"),
 ])
-def test_sweep_spec_validation_errors(tmp_path, capsys, text, key):
+def test_sweep_spec_validation_errors_name_file_key_and_value(tmp_path, capsys, text, key):
     spec = _write_spec(tmp_path / "bad.yaml", text)
-    with pytest.raises(sweep.SpecError, match=key):
+    with pytest.raises(sweep.SpecError, match=re.escape(key)):
         sweep.load_runs(spec)
     assert main(["sweep", str(spec), "--dry-run"]) == 2
     err = capsys.readouterr().err
-    assert "bad.yaml" in err and key in err
+    assert err.count("\n") == 1 and f"bad.yaml: {key}" in err
 
 
 def test_sweep_dry_run_and_example_specs(tmp_path, capsys):
@@ -303,9 +367,9 @@ def test_sweep_dry_run_and_example_specs(tmp_path, capsys):
         assert runs, p
     baseline, _ = sweep.load_runs(Path(sweep.__file__).parent / "specs" / "baseline.yaml")
     assert {r.trainer for r in baseline} == set(TRAINERS) and {r.seed for r in baseline} == {0, 1}
-    assert main(["sweep", str(specs[0]), "--dry-run", "--results-dir", str(tmp_path)]) == 0
+    assert main(["sweep", str(specs[0]), "--dry-run", "--results-dir", str(tmp_path / "new")]) == 0
     assert "would run" in capsys.readouterr().out
-    assert not list(tmp_path.glob("*.json"))
+    assert not (tmp_path / "new").exists()  # a dry run creates nothing
 
 
 # --------------------------------------------------------------------------------------------- plots
@@ -345,22 +409,126 @@ def test_bench_help():
     proc = subprocess.run([sys.executable, "-m", "mspipe_bench", "bench", "--help"], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0
-    for opt in ("--epochs", "--dataset", "--model", "--results-dir", "--plots-dir", "--seeds", "--fresh"):
+    for opt in ("--epochs", "--dataset", "--model", "--results-dir", "--resume", "--plots-dir", "--seeds", "--threads"):
         assert opt in proc.stdout
+    assert "--fresh" not in proc.stdout  # every invocation measures: nothing to force
+
+
+def _plan(out: str) -> list[str]:
+    return [ln.split()[1] for ln in out.splitlines() if ln.rstrip().endswith("would run")]
 
 
 def test_bench_and_paper_plans(tmp_path, capsys):
-    assert main(["bench", "--dry-run", "--seeds", "0,1", "--results-dir", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert out.count("would run") == 8
-    order = [ln.split()[3] for ln in out.splitlines() if "would run" in ln]
+    assert main(["bench", "--dry-run", "--seeds", "0,1"]) == 0
+    order = _plan(capsys.readouterr().out)
+    assert len(order) == 8
     assert order[:4] == ["tgn_synthetic_sequential_s0", "tgn_synthetic_presample_s0",
                          "tgn_synthetic_fixed-staleness-k2_s0", "tgn_synthetic_mspipe_s0"]
-    assert main(["paper", "--dry-run", "--datasets", "synthetic", "--seeds", "0",
-                 "--results-dir", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert out.count("would run") == 3 * 8  # 3 models x (seq, presample, K=1..4, mspipe +/- mitigation)
-    assert "apan_synthetic_mspipe-nomit_s0" in out and "jodie_synthetic_fixed-staleness-k4_s0" in out
+    assert main(["paper", "--dry-run", "--datasets", "synthetic", "--seeds", "0"]) == 0
+    plan = _plan(capsys.readouterr().out)
+    assert len(plan) == 3 * 8  # 3 models x (seq, presample, K=1..4, mspipe +/- mitigation)
+    assert "apan_synthetic_mspipe-nomit_s0" in plan and "jodie_synthetic_fixed-staleness-k4_s0" in plan
+
+
+@pytest.mark.e2e
+def test_bench_measures_into_a_new_directory_each_time_and_resumes(tiny_dir, tmp_path, monkeypatch, capsys):
+    """Two invocations: two run directories, each with every trainer's result; --resume runs nothing more.
+    (The runs are the tiny fixture's, copied by a stand-in for run_one: the plumbing is under test here.)"""
+    monkeypatch.chdir(tmp_path)
+    ran = []
+
+    def fake_run_one(spec, results_dir, progress=False):
+        ran.append(spec.key())
+        (src,) = [p for p in result_files(tiny_dir) if load_result(p)["config"]["key"] == spec.key()]
+        return Path(shutil.copy(src, results_dir)), load_result(src)
+
+    monkeypatch.setattr(sweep, "run_one", fake_run_one)
+    argv = ["bench", "--dataset", TINY, "--epochs", "2", "--max-iterations", "3", "--no-warmup", "--no-plots"]
+    assert main(argv) == 0
+    out1 = capsys.readouterr().out
+    assert main(argv) == 0
+    dirs = sorted((tmp_path / "runs").iterdir())
+    assert len(dirs) == 2 and len(ran) == 2 * len(TRAINERS)
+    assert all(d.name.startswith("bench-") and len(result_files(d)) == len(TRAINERS) for d in dirs)
+    assert f"run directory: runs/{dirs[0].name}/" in out1 and "intel" not in out1.split("Summary")[0]
+    assert (dirs[0] / "summary.txt").read_text().count("synthetic") == len(TRAINERS)
+    ran.clear()
+    assert main([*argv, "--resume", str(dirs[0])]) == 0
+    assert ran == [] and f"{len(TRAINERS)} completed there earlier" in capsys.readouterr().out
+    assert main(["bench", "--dataset", TINY, "--epochs", "3", "--resume", str(dirs[0])]) == 2  # another plan
+
+
+# ------------------------------------------------------------------------------ run spec and user errors
+def test_run_key_unchanged_for_the_same_spec():
+    """The key of a spec is a hash of its resolved fields; the committed baseline's file name carries it."""
+    assert RunSpec(model="tgn", dataset="synthetic", trainer="sequential", epochs=2, seed=0).key() == "96bd9aef85da"
+    assert RunSpec(trainer="presample", staleness=3).key() == RunSpec(trainer="presample").key()  # unused: normalised
+    assert RunSpec(trainer="fixed-staleness", staleness=3).key() != RunSpec(trainer="fixed-staleness").key()
+
+
+def test_run_options_come_from_the_run_spec():
+    from mspipe_bench.cli import build_parser
+    from mspipe_bench.harness.cmd_run import spec_from_args
+
+    args = build_parser().parse_args(["run"])
+    assert spec_from_args(args) == RunSpec()
+    args = build_parser().parse_args(["run", "--threads", "2", "--set", "gnn.heads=4", "--no-mitigation",
+                                      "--trainer", "mspipe", "--val-ratio", "0.2"])
+    assert spec_from_args(args) == RunSpec(torch_threads=2, overrides=["gnn.heads=4"], mitigation=False,
+                                           trainer="mspipe", val_ratio=0.2)
+    bench = build_parser().parse_args(["bench"])
+    assert bench.epochs == 5 and bench.torch_threads == 1 and not hasattr(bench, "trainer")
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"torch_threads": 0}, "--threads: input should be greater than or equal to 1, got 0"),
+    ({"epochs": 0}, "--epochs: input should be greater than or equal to 1, got 0"),
+    ({"trainer": "fast"}, "--trainer: input should be 'sequential'"),
+    ({"mitigation_lambda": 1.5}, "--mitigation-lambda: input should be less than or equal to 1, got 1.5"),
+])
+def test_bad_option_values_name_the_option(values, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        spec_from_options(values)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--threads", "0"], "--threads: input should be greater than or equal to 1, got 0"),
+    (["run", "--out", "/"], "--out: '/' is a directory"),
+    (["run", "--out", "{tmp}"], "is a directory"),
+    (["run", "--out", "{file}/r.json"], "is a file, not a directory"),
+    (["run", "--results-dir", "{file}"], "--results-dir"),
+    (["run", "--model", "nosuchmodel"], "nosuchmodel"),
+    (["bench", "--threads", "0"], "--threads: input should be greater than or equal to 1, got 0"),
+    (["bench", "--seeds", "0,x"], "--seeds"),
+    (["bench", "--seeds", "-1"], "--seeds: input should be greater than or equal to 0, got -1"),
+    (["bench", "--plots-dir", "{file}/figs"], "--plots-dir"),
+    (["bench", "--results-dir", "{file}"], "--results-dir"),
+    (["bench", "--dataset", "{tmp}/nothing-here"], "nothing-here"),
+    (["paper", "--jobs", "0", "--datasets", "synthetic"], "--jobs"),
+    (["sweep", "{tmp}/missing.yaml"], "missing.yaml"),
+    (["trace", "{file}"], "not a result file"),
+    (["run", "--epochs", "two"], "--epochs"),
+])
+def test_user_errors_exit_2_in_one_line_before_anything_runs(argv, message, tmp_path, monkeypatch, capsys):
+    from mspipe_bench.harness import run as run_module
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text('{"hello": 1}')
+    argv = [a.format(tmp=tmp_path, file=tmp_path / "a-file") for a in argv]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(run_module, "run", no_training)
+    monkeypatch.setattr(run_module, "run_context", no_training)
+    monkeypatch.setattr(sweep, "run_one", no_training)
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors (a value of the wrong type)
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 def test_cli_help_lists_the_harness_commands_without_heavy_imports():
@@ -368,21 +536,6 @@ def test_cli_help_lists_the_harness_commands_without_heavy_imports():
             "print(sorted(m for m in ('pandas', 'matplotlib', 'torch', 'dgl') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
-    from mspipe_bench.harness import cmd_plot, plots
-
-    assert cmd_plot.FIGURES == plots.FIGURES
-
-
-def test_resume_skips_only_results_measured_on_this_machine(tmp_path):
-    import platform
-
-    from mspipe_bench.harness.run import RunSpec, default_result_path, write_json_atomic
-
-    spec = RunSpec(model="tgn", dataset="synthetic:nodes=200,events=3000", epochs=1, max_iterations=3)
-    path = default_result_path(spec, tmp_path)
-    for host, found in ((platform.node(), True), ("another-machine", False)):
-        write_json_atomic(path, {"status": "complete", "config": {"key": spec.key()}, "env": {"hostname": host}})
-        assert (sweep.existing_result(spec, tmp_path) == path) is found
 
 
 _ALLOC_SCRIPT = """

@@ -3,94 +3,95 @@
 from __future__ import annotations
 
 import argparse
+import types
+import typing
+from typing import Any, Iterable
 
-TRAINER_CHOICES = ("sequential", "presample", "fixed-staleness", "mspipe")
+from mspipe_bench.harness.run import RunSpec, cli_option, default, spec_from_options
 
-
-def add_run_arguments(p: argparse.ArgumentParser, single: bool = True) -> None:
-    """Arguments shared by ``run`` and the commands that launch runs."""
-    if single:
-        p.add_argument("--model", default="tgn", help="preset (tgn, jodie, apan) or a model YAML file (default: tgn)")
-        p.add_argument("--dataset", default="synthetic",
-                       help="dataset path (TGL folder, JODIE/DyGLib CSV, SNAP text, .npz) or 'synthetic[:opts]' "
-                            "(default: synthetic)")
-        p.add_argument("--trainer", default="sequential", choices=TRAINER_CHOICES, help="schedule (default: sequential)")
-        p.add_argument("--seed", type=int, default=0, help="seed for parameters, sampling, negatives, dropout (default: 0)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the model config's train.epochs)")
-    p.add_argument("--batch-size", type=int, default=None, help="events per batch (default: the config's, 600)")
-    p.add_argument("--staleness", type=int, default=2, metavar="K", help="fixed-staleness bound K (default: 2)")
-    p.add_argument("--max-staleness", type=int, default=4, metavar="K", help="mspipe's cap on k(i) (default: 4)")
-    p.add_argument("--prefetch", type=int, default=2, metavar="D", help="run-ahead depth of S/F (default: 2)")
-    mit = p.add_mutually_exclusive_group()
-    mit.add_argument("--no-mitigation", dest="mitigation", action="store_false", default=None,
-                     help="turn staleness mitigation off (ablation; default: on for mspipe only)")
-    mit.add_argument("--mitigation", dest="mitigation", action="store_true", help="turn staleness mitigation on")
-    p.add_argument("--mitigation-lambda", type=float, default=0.1, help="mitigation λ (default: 0.1)")
-    p.add_argument("--mitigation-quantile", type=float, default=0.01,
-                   help="fraction of fetched nodes treated as stalest (default: 0.01)")
-    p.add_argument("--mitigation-neighbors", type=int, default=10, help="similar nodes averaged, n (default: 10)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a model-config field, e.g. --set gnn.heads=4 (repeatable)")
-    p.add_argument("--negatives", choices=("all", "dst"), default="all",
-                   help="negative destinations: all = every node (TGL's convention, default); dst = the "
-                        "destination side of a bipartite graph (DyGLib / TGN paper; harder)")
-    p.add_argument("--max-iterations", type=int, default=None,
-                   help="train only the first N iterations of each epoch (quick comparisons)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads, the same for every trainer (default: 1; see README)")
+# the fields a command that runs one model on one dataset with one trainer and seed takes as single values
+SINGLE_FIELDS = ("model", "dataset", "trainer", "seed")
 
 
-def spec_from_args(args, **fixed):
-    from mspipe_bench.harness.run import RunSpec
+def _scalar_type(annotation) -> tuple[Any, tuple | None]:
+    """(argparse type, choices) of a RunSpec field's annotation (``int | None`` -> int)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Literal:
+        return str, typing.get_args(annotation)
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return _scalar_type(args[0])
+    return annotation, None
 
-    fields = dict(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        staleness=args.staleness,
-        max_staleness=args.max_staleness,
-        prefetch=args.prefetch,
-        mitigation=args.mitigation,
-        mitigation_lambda=args.mitigation_lambda,
-        mitigation_quantile=args.mitigation_quantile,
-        mitigation_neighbors=args.mitigation_neighbors,
-        overrides=list(args.overrides),
-        max_iterations=args.max_iterations,
-        negatives=args.negatives,
-        torch_threads=args.threads,
-    )
-    for name in ("model", "dataset", "trainer", "seed"):
-        if hasattr(args, name):
-            fields[name] = getattr(args, name)
-    fields.update(fixed)
-    return RunSpec(**fields)
+
+def add_run_arguments(p: argparse.ArgumentParser, fields: Iterable[str] | None = None,
+                      defaults: dict[str, Any] | None = None, skip: Iterable[str] = ()) -> None:
+    """One option per :class:`RunSpec` field (``fields``, default all but ``skip``), its help, type, choices
+    and default taken from the field; ``defaults`` replaces a field's default for this command. The value
+    lands in ``args.<field name>`` (``--threads`` -> ``args.torch_threads``)."""
+    defaults = defaults or {}
+    names = [n for n in (fields or RunSpec.model_fields) if n not in set(skip)]
+    for name in names:
+        info = RunSpec.model_fields[name]
+        extra = info.json_schema_extra or {}
+        value = defaults.get(name, default(name))
+        text = info.description or name
+        if value not in (None, []) and "default" not in text:
+            text += f" (default: {value})"
+        kind, choices = _scalar_type(info.annotation)
+        option = cli_option(name)
+        if kind is bool:  # tri-state: None means the trainer decides
+            group = p.add_mutually_exclusive_group()
+            group.add_argument(option, dest=name, action="store_true", default=value, help=text)
+            group.add_argument("--no-" + option.removeprefix("--"), dest=name, action="store_false",
+                               help=f"the opposite of {option} (ablation)")
+        elif typing.get_origin(info.annotation) is list:
+            p.add_argument(option, dest=name, action="append", default=list(value), metavar=extra.get("metavar"),
+                           help=text)
+        else:
+            p.add_argument(option, dest=name, type=kind, choices=choices, default=value,
+                           metavar=extra.get("metavar"), help=text)
+
+
+def spec_from_args(args, **fixed) -> RunSpec:
+    """The RunSpec of the parsed options (those present in ``args``) plus ``fixed`` fields; a bad value is a
+    UserError naming its option."""
+    values = {name: getattr(args, name) for name in RunSpec.model_fields if hasattr(args, name)}
+    values.update(fixed)
+    return spec_from_options(values)
 
 
 def format_summary(result: dict) -> str:
+    from mspipe_bench.harness.results import machine_tag, text_table
+
     m = result["metrics"]
     c = result["config"]
-    lines = [
-        f"{c['label']}  [{result['status']}]",
-        f"  train events/s     {m.get('train_events_per_s', 0):,.0f}",
-        f"  test AP / AUC      {m.get('test_ap', float('nan')):.4f} / {m.get('test_auc', float('nan')):.4f}"
-        f"  (global {m.get('test_ap_global', float('nan')):.4f} / {m.get('test_auc_global', float('nan')):.4f})",
-        f"  val AP (best ep.)  {m.get('val_ap', float('nan')):.4f}  (epoch {m.get('best_epoch', '-')})",
-        f"  staleness          mean {m['mean_observed_staleness']:.2f}, max {m['max_observed_staleness']}, "
-        f"k mean {m['mean_k']:.2f}, max {m['max_k']}",
-        f"  bubble share       {m['bubble_share']:.1%}",
-    ]
-    lines.append(f"  work / iteration   {m['mean_roots']:,.0f} roots, {m['mean_sampled_edges']:,.0f} sampled edges, "
-                 f"{m['mean_unique_nodes']:,.0f} unique nodes")
+    nan = float("nan")
     total = sum(result["stages"].values()) or 1.0
-    lines.append("  stage share        " + "  ".join(f"{s} {v / total:.1%}" for s, v in result["stages"].items()))
-    return "\n".join(lines)
+    rows = [
+        ("train events/s", f"{m.get('train_events_per_s', 0):,.0f}"),
+        ("test AP / AUC", f"{m.get('test_ap', nan):.4f} / {m.get('test_auc', nan):.4f}  "
+         f"(global {m.get('test_ap_global', nan):.4f} / {m.get('test_auc_global', nan):.4f})"),
+        ("val AP (best ep.)", f"{m.get('val_ap', nan):.4f}  (epoch {m.get('best_epoch', '-')})"),
+        ("staleness", f"mean {m['mean_observed_staleness']:.2f}, max {m['max_observed_staleness']}, "
+         f"k mean {m['mean_k']:.2f}, max {m['max_k']}"),
+        ("bubble share", f"{m['bubble_share']:.1%}"),
+        ("work / iteration", f"{m['mean_roots']:,.0f} roots, {m['mean_sampled_edges']:,.0f} sampled edges, "
+         f"{m['mean_unique_nodes']:,.0f} unique nodes"),
+        ("stage share", "  ".join(f"{s} {v / total:.1%}" for s, v in result["stages"].items())),
+        ("machine", machine_tag(result["env"])),
+    ]
+    return f"{c['label']}  [{result['status']}]\n" + text_table(rows)
 
 
 def _cmd(args) -> int:
-    from mspipe_bench.harness.run import default_result_path, run, write_json_atomic
+    from mspipe_bench.harness.run import check_inputs, check_output_file, default_result_path, run, write_json_atomic
 
     spec = spec_from_args(args)
+    # checked before the dataset is loaded: a bad model, dataset path or output path must not cost a run
+    check_inputs([spec])
+    out = check_output_file(args.out or default_result_path(spec, args.results_dir),
+                            "--out" if args.out else "--results-dir")
     result = run(spec, progress=not args.quiet)
-    out = args.out or default_result_path(spec, args.results_dir)
     write_json_atomic(out, result)
     print(format_summary(result))
     print(f"result written to {out}")
@@ -104,11 +105,14 @@ def register(sub) -> None:
         description="Train a memory-based TGNN under one trainer (schedule) and write one JSON result file "
         "with config, environment, metrics (throughput, AP/AUC, staleness, bubbles), per-epoch and "
         "per-iteration records and the stage timeline. Ctrl-C stops cleanly and keeps the partial result "
-        "(status 'interrupted'). glibc malloc is tuned to keep freed memory (env.allocator in the result; "
+        "(status 'interrupted'). Option values are checked, and the output path tested writable, before the "
+        "dataset is loaded. glibc malloc is tuned to keep freed memory (env.allocator in the result; "
         "MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ in the environment take precedence).",
     )
     add_run_arguments(p)
-    p.add_argument("--out", default=None, help="result file (default: RESULTS_DIR/<label>_<key>.json)")
-    p.add_argument("--results-dir", default="results", help="directory for the default result path (default: results)")
+    p.add_argument("--out", default=None,
+                   help="result file, gzip-compressed when it ends in .json.gz (default: RESULTS_DIR/<label>_<key>.json)")
+    p.add_argument("--results-dir", default="runs",
+                   help="directory for the default result path (default: runs, which git ignores)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd)

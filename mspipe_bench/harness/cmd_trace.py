@@ -6,9 +6,11 @@ from pathlib import Path
 
 
 def _cmd(args) -> int:
+    from mspipe_bench.harness.run import check_output_file
     from mspipe_bench.harness.trace import export_trace
 
-    out = Path(args.out) if args.out else Path(Path(args.results[0]).stem + ".trace.json")
+    name = Path(args.results[0]).name.removesuffix(".gz").removesuffix(".json")
+    out = check_output_file(args.out or f"{name}.trace.json", "--out")
     path, n = export_trace(args.results, out)
     print(f"{n} stage events of {len(args.results)} run(s) written to {path} "
           "(open in https://ui.perfetto.dev or chrome://tracing)")
@@ -24,7 +26,8 @@ def register(sub) -> None:
         "args: phase, epoch, iteration, k, observed staleness), plus counter tracks for k and the observed "
         "staleness. Open the file in https://ui.perfetto.dev or chrome://tracing.",
     )
-    p.add_argument("results", nargs="+", metavar="RESULT.json", help="result file(s) written by run / sweep / bench")
+    p.add_argument("results", nargs="+", metavar="RESULT.json",
+                   help="result file(s) written by run / sweep / bench (.json or .json.gz)")
     p.add_argument("-o", "--out", default=None,
                    help="trace file to write (default: <first result's name>.trace.json in the current directory, "
                    "not next to the results, so result directories hold result files only)")

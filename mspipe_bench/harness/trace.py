@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
+from mspipe_bench.errors import UserError
 from mspipe_bench.trainers.rules import THREAD_ORDER
 
 STAGE_COLORS = {  # chrome://tracing reserved colour names
@@ -37,7 +38,8 @@ def trace_events(result: dict, pid: int = 1) -> list[dict]:
     idx = {c: n for n, c in enumerate(cols)}
     for c in ("phase", "epoch", "i", "stage", "start", "end", "thread"):
         if c not in idx:
-            raise ValueError(f"timeline has no column {c!r} (columns: {cols})")
+            raise UserError(f"{result.get('config', {}).get('label', 'result')}: timeline has no column {c!r} "
+                            f"(columns: {cols})")
     rows = tl["rows"]
     iters = {(it.get("epoch"), it.get("i")): it for it in result.get("iterations", [])}
 
