@@ -306,9 +306,9 @@ class RunDir:
             raise UserError(f"{option} {path}: {MANIFEST} is damaged (expected schema {MANIFEST_SCHEMA} with "
                             "runs and completed)") from None
         if sorted(planned) != sorted(s.key() for s in runs):
-            raise UserError(f"{option} {path}: it holds a different plan ({len(planned)} runs, from "
-                            f"`{manifest.get('command')}`) than this command ({len(runs)} runs); give the options "
-                            "of that command")
+            command = manifest.get("command")
+            raise UserError(f"{option} {path}: it holds the runs of `{command}`, a different plan than this "
+                            f"command's; resume with that command's options: {command} {option} {path}")
         check_output_dir(path, option)
         return cls(path, manifest)
 
