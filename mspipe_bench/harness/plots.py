@@ -1,24 +1,10 @@
-"""Figures from result files only (matplotlib, Agg backend; each figure written as PNG and PDF).
+"""Figures from result files only (matplotlib, Agg backend; each figure written in every requested format).
 
-=========================  ==========================================================================
-``throughput``             training events/s and speedup over ``sequential`` (same seed, same directory)
-                           by trainer, grouped by model x dataset; bars = mean over seeds, whiskers =
-                           min..max over seeds, dots = seeds
-``accuracy``               test AP by trainer, same grouping and seed spread
-``staleness_sweep``        test AP and throughput versus the fixed-staleness bound K, mspipe marked at its
-                           mean k(i)
-``convergence``            validation AP versus epoch and versus wall-clock time (``epochs[*].wall_end_s``)
-``stage_breakdown``        S/F/M/T/U share of the iteration time and mean time per stage (sequential runs)
-``gantt_<trainer>``        the first iterations of a pipelined run: measured timeline beside the simulated
-                           one (schedule simulator replaying the same run's per-iteration stage times)
-``staleness``              k(i) and observed staleness per iteration, and the observed-staleness histogram
-                           (mspipe and fixed-staleness runs)
-``measured_vs_simulated``  per trainer, measured events/s next to the simulated events/s, the simulation
-                           replaying the same-seed sequential run's stage times; pipeline efficiency =
-                           measured / simulated
-=========================  ==========================================================================
-
+The figure kinds are the entries of :data:`FIGURES` (name, what it shows, drawing function): ``make_plots``,
+the ``plot`` command's ``--only`` and its help take them from there. The numbers behind the figures come from
+:mod:`~mspipe_bench.harness.analysis`, variant order and colours from :mod:`~mspipe_bench.harness.variants`.
 A figure whose data is absent is skipped with a reason (:class:`PlotReport`). Only complete runs are used.
+pandas and matplotlib are imported when figures are drawn, so that the registry is cheap to import.
 """
 
 from __future__ import annotations
@@ -27,20 +13,19 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
-import pandas as pd
 
-from mspipe_bench.harness.results import load_result, load_results, speedups
+from mspipe_bench.errors import UserError
+from mspipe_bench.harness.analysis import (ResultCache, measured_vs_simulated_table, model_dataset_groups, pick_runs,
+                                           stage_times, timeline_rows)
 from mspipe_bench.harness.variants import order_variants, variant_color
-from mspipe_bench.trainers.rules import THREAD_ORDER
+from mspipe_bench.trainers.rules import STAGE_NAMES, STAGES, THREAD_ORDER
 
-FIGURES = ("throughput", "accuracy", "staleness_sweep", "convergence", "stage_breakdown", "gantt", "staleness",
-           "measured_vs_simulated")
-STAGES = ("S", "F", "M", "T", "U")
-STAGE_NAMES = {"S": "S sample", "F": "F feature fetch", "M": "M memory fetch", "T": "T train",
-               "U": "U memory update"}
+if TYPE_CHECKING:
+    import pandas as pd
+
 STAGE_COLORS = {"S": "#4C72B0", "F": "#64B5CD", "M": "#C44E52", "T": "#8172B2", "U": "#DD8452"}
 GANTT_ITERATIONS = 8
 
@@ -62,6 +47,19 @@ class PlotReport:
         for name, why in self.skipped.items():
             out.append(f"  {name}: skipped -- {why}")
         return out
+
+
+@dataclass
+class PlotData:
+    """What every figure draws from: the complete runs (one row each, with speedups) and their full results."""
+
+    df: pd.DataFrame
+    results: ResultCache
+
+
+def _stage_label(s: str) -> str:
+    """``S sample``: the stage letter and its name."""
+    return f"{s} {STAGE_NAMES[s]}"
 
 
 # --------------------------------------------------------------------------------------------- styling
@@ -104,13 +102,6 @@ def _save(plt, fig, out_dir: Path, name: str, formats: Iterable[str]) -> list[Pa
     return files
 
 
-def _groups(df: pd.DataFrame) -> list[tuple[str, str]]:
-    g = df[["config.model", "dataset_label"]].drop_duplicates()
-    order = {"tgn": 0, "jodie": 1, "apan": 2}
-    rows = sorted(g.itertuples(index=False), key=lambda r: (order.get(r[0], 9), r[0], r[1]))
-    return [(m, d) for m, d in rows]
-
-
 def _group_title(model: str, dataset: str, wrap: int | None = None) -> str:
     """``TGN / wikipedia``; with ``wrap``: model on one line, the dataset wrapped (at commas) below."""
     if wrap is None:
@@ -131,18 +122,6 @@ def _label_groups(ax, centers, groups, slots_per_group) -> None:
         ax.annotate(_group_title(*g, wrap=max(12, int(n * 7))), (c, 1.0), xycoords=("data", "axes fraction"),
                     xytext=(0, 4), textcoords="offset points", ha="center", va="bottom", fontweight="bold",
                     fontsize=8.5)
-
-
-class _Results:
-    """Lazily loaded full result dicts by path."""
-
-    def __init__(self):
-        self._cache: dict[str, dict] = {}
-
-    def __call__(self, path: str) -> dict:
-        if path not in self._cache:
-            self._cache[path] = load_result(path)
-        return self._cache[path]
 
 
 def _spread(values: np.ndarray) -> tuple[float, float, float]:
@@ -167,7 +146,7 @@ def _grouped_positions(groups, variants_of):
 def _grouped_bars_layout(plt, df: pd.DataFrame, nrows: int, row_height: float, extra_height: float):
     """Bars grouped by model x dataset, one bar per trainer variant: the groups, the variants of a group,
     bar positions, group centres, and a figure with ``nrows`` stacked axes sharing x."""
-    groups = _groups(df)
+    groups = model_dataset_groups(df)
     variants = order_variants(df["variant"])
 
     def variants_of(g):
@@ -181,7 +160,8 @@ def _grouped_bars_layout(plt, df: pd.DataFrame, nrows: int, row_height: float, e
     return groups, variants_of, pos, centers, fig, axes[:, 0]
 
 
-def plot_throughput(plt, df: pd.DataFrame) -> Any:
+def plot_throughput(plt, data: PlotData) -> Any:
+    df = data.df
     if df.empty:
         raise Skip("no complete runs")
     has_speedup = df["speedup_vs_sequential"].notna().any()
@@ -222,7 +202,8 @@ def plot_throughput(plt, df: pd.DataFrame) -> Any:
 SEED_MARKERS = "o^sDvP*X"
 
 
-def plot_accuracy(plt, df: pd.DataFrame) -> Any:
+def plot_accuracy(plt, data: PlotData) -> Any:
+    df = data.df
     df = df[df["metrics.test_ap"].notna()] if "metrics.test_ap" in df.columns else df.iloc[0:0]
     if df.empty:
         raise Skip("no complete run with metrics.test_ap")
@@ -267,13 +248,15 @@ def plot_accuracy(plt, df: pd.DataFrame) -> Any:
     return fig
 
 
-def plot_staleness_sweep(plt, df: pd.DataFrame) -> Any:
+def plot_staleness_sweep(plt, data: PlotData) -> Any:
     from matplotlib.lines import Line2D
 
+    df = data.df
     fs = df[df["config.trainer"] == "fixed-staleness"]
     if fs.empty:
         raise Skip("no fixed-staleness runs")
-    groups = [g for g in _groups(df) if ((fs["config.model"] == g[0]) & (fs["dataset_label"] == g[1])).any()]
+    groups = [g for g in model_dataset_groups(df)
+              if ((fs["config.model"] == g[0]) & (fs["dataset_label"] == g[1])).any()]
     use_speedup = df["speedup_vs_sequential"].notna().any()
     use_delta = df["test_ap_delta_vs_sequential"].notna().any()
     acol = "test_ap_delta_vs_sequential" if use_delta else "metrics.test_ap"
@@ -345,10 +328,11 @@ def plot_staleness_sweep(plt, df: pd.DataFrame) -> Any:
     return fig
 
 
-def plot_convergence(plt, df: pd.DataFrame, results: _Results) -> Any:
+def plot_convergence(plt, data: PlotData) -> Any:
+    df, results = data.df, data.results
     if df.empty or df["n_epochs_done"].max() < 2:
         raise Skip("needs runs with at least 2 epochs (validation AP per epoch)")
-    groups = _groups(df)
+    groups = model_dataset_groups(df)
     fig, axes = plt.subplots(len(groups), 2, figsize=(11.0, 3.3 * len(groups) + 0.8), squeeze=False)
     for row, g in enumerate(groups):
         sub = df[(df["config.model"] == g[0]) & (df["dataset_label"] == g[1])]
@@ -381,23 +365,11 @@ def plot_convergence(plt, df: pd.DataFrame, results: _Results) -> Any:
     return fig
 
 
-def plot_stage_breakdown(plt, df: pd.DataFrame, results: _Results) -> Any:
-    seq = df[df["config.trainer"] == "sequential"]
+def plot_stage_breakdown(plt, data: PlotData) -> Any:
+    seq = data.df[data.df["config.trainer"] == "sequential"]
     if seq.empty:
         raise Skip("no sequential runs (stage times are taken from sequential runs, where nothing overlaps)")
-    groups = _groups(seq)
-    shares, per_iter = [], []
-    for g in groups:
-        sub = seq[(seq["config.model"] == g[0]) & (seq["dataset_label"] == g[1])]
-        tot = np.zeros(len(STAGES))
-        iters = 0
-        for path in sub["path"]:
-            r = results(path)
-            tot += np.array([r["stages"].get(s, 0.0) for s in STAGES])
-            iters += len(r["iterations"])
-        shares.append(tot / tot.sum() if tot.sum() else tot)
-        per_iter.append(tot / max(1, iters) * 1e3)
-    shares, per_iter = np.array(shares), np.array(per_iter)
+    groups, shares, per_iter = stage_times(seq, data.results)
     labels = [_group_title(*g) for g in groups]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12.0, 1.9 + 0.75 * len(groups)),
                                    gridspec_kw={"width_ratios": [1.5, 1]})
@@ -405,7 +377,7 @@ def plot_stage_breakdown(plt, df: pd.DataFrame, results: _Results) -> Any:
     left = np.zeros(len(groups))
     for si, s in enumerate(STAGES):
         ax1.barh(y, shares[:, si] * 100, left=left * 100, color=STAGE_COLORS[s], edgecolor="white",
-                 label=STAGE_NAMES[s], height=0.6)
+                 label=_stage_label(s), height=0.6)
         for yi in range(len(groups)):
             w = shares[yi, si] * 100
             if w >= 6:
@@ -444,30 +416,6 @@ def plot_stage_breakdown(plt, df: pd.DataFrame, results: _Results) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------- gantt
-def _pick_runs(df: pd.DataFrame, variants: Iterable[str]) -> dict[str, pd.Series]:
-    """One representative run per variant: the model x dataset of the first mspipe run (TGN preferred),
-    lowest seed."""
-    if df.empty:
-        return {}
-    ref = df[df["config.trainer"] == "mspipe"]
-    ref = ref if len(ref) else df
-    g = _groups(ref)[0]
-    sub = df[(df["config.model"] == g[0]) & (df["dataset_label"] == g[1])]
-    out = {}
-    for v in variants:
-        cand = sub[sub["variant"] == v].sort_values("config.seed")
-        if len(cand):
-            out[v] = cand.iloc[0]
-    return out
-
-
-def _epoch_rows(result: dict, epoch: int) -> list[tuple]:
-    cols = result["timeline"]["columns"]
-    ix = {c: n for n, c in enumerate(cols)}
-    return [(r[ix["i"]], r[ix["stage"]], float(r[ix["start"]]), float(r[ix["end"]]), str(r[ix["thread"]]))
-            for r in result["timeline"]["rows"] if r[ix["phase"]] == "train" and r[ix["epoch"]] == epoch]
-
-
 def _draw_lanes(ax, rows, n_show: int, t0: float, lanes: list[str], xmax: float) -> None:
     lane_y = {name: n for n, name in enumerate(lanes)}
     min_label = xmax * 0.018
@@ -490,19 +438,19 @@ def _draw_lanes(ax, rows, n_show: int, t0: float, lanes: list[str], xmax: float)
     ax.grid(axis="y", visible=False)
 
 
-def plot_gantt(plt, row: pd.Series, results: _Results, n_show: int = GANTT_ITERATIONS) -> Any:
+def plot_gantt(plt, data: PlotData, row: pd.Series, n_show: int = GANTT_ITERATIONS) -> Any:
     from matplotlib.patches import Patch
 
     from mspipe_bench.trainers.rules import make_schedule
     from mspipe_bench.trainers.simulator import simulate, timeline_from_result
 
-    r = results(row["path"])
+    r = data.results(row["path"])
     c = r["config"]
     epochs = sorted({it["epoch"] for it in r["iterations"]})
     if not epochs:
         raise Skip(f"{row['path']}: no training iterations")
     epoch = epochs[0]
-    measured = _epoch_rows(r, epoch)
+    measured = timeline_rows(r, epoch)
     if not measured:
         raise Skip(f"{row['path']}: no training rows in the timeline")
     t0 = min(start for _, _, start, _, _ in measured)
@@ -527,7 +475,7 @@ def plot_gantt(plt, row: pd.Series, results: _Results, n_show: int = GANTT_ITERA
     ax2.set_title(f"SIMULATED: schedule simulator replaying this run's per-iteration stage times "
                   f"({end_sim * 1e3:.0f} ms; k(i) = {', '.join(map(str, sim.k[:n_show]))})", loc="left")
     ax2.set_xlabel("time since the epoch's first stage (ms); numbers on bars = iteration; faded = later iterations")
-    handles = [Patch(color=STAGE_COLORS[s], label=STAGE_NAMES[s]) for s in STAGES]
+    handles = [Patch(color=STAGE_COLORS[s], label=_stage_label(s)) for s in STAGES]
     fig.legend(handles=handles, loc="lower center", ncol=5, frameon=False, bbox_to_anchor=(0.5, -0.01))
     fig.suptitle(f"Pipeline Gantt chart: {c['label']} ({row['variant']}, {row['dataset_label']})")
     fig.tight_layout(rect=(0, 0.05, 1, 1))
@@ -535,14 +483,17 @@ def plot_gantt(plt, row: pd.Series, results: _Results, n_show: int = GANTT_ITERA
 
 
 # ------------------------------------------------------------------------------------------- staleness
-def plot_staleness(plt, picks: dict[str, pd.Series], results: _Results) -> Any:
+def plot_staleness(plt, data: PlotData) -> Any:
+    stale = [v for v in order_variants(data.df["variant"]) if v.startswith(("mspipe", "fixed-staleness"))]
+    picks = pick_runs(data.df, [v for v in stale if v.startswith("mspipe")]
+                      + [v for v in stale if not v.startswith("mspipe")])
     if not picks:
         raise Skip("no mspipe or fixed-staleness runs")
     n = len(picks)
     fig, axes = plt.subplots(n, 2, figsize=(12.0, 2.5 * n + 0.9), squeeze=False,
                              gridspec_kw={"width_ratios": [2.6, 1]})
     for row, (v, run) in enumerate(picks.items()):
-        r = results(run["path"])
+        r = data.results(run["path"])
         its = r["iterations"]
         x = np.arange(len(its))
         k = np.array([it["k"] for it in its])
@@ -585,56 +536,13 @@ def plot_staleness(plt, picks: dict[str, pd.Series], results: _Results) -> Any:
 
 
 # ------------------------------------------------------------------------------ measured vs simulated
-def simulated_events_per_s(seq_result: dict, trainer: str, staleness: int = 2, max_staleness: int = 4,
-                           prefetch: int = 2) -> float:
-    """Simulated training events/s of ``trainer`` replaying a (sequential) run's per-iteration stage times,
-    epoch by epoch (the pipeline restarts every epoch, as in the real trainers); events counted as in the
-    measurement."""
-    from mspipe_bench.trainers.rules import make_schedule
-    from mspipe_bench.trainers.simulator import simulate, timeline_from_result
-
-    schedule = make_schedule(trainer, staleness=staleness, max_staleness=max_staleness, prefetch=prefetch)
-    epochs = list(dict.fromkeys(it["epoch"] for it in seq_result["iterations"]))
-    # mspipe's estimator starts empty in the first epoch (k = max until every stage was timed once) and
-    # keeps its estimates afterwards, as in the executor
-    makespan = sum(simulate(timeline_from_result(seq_result, ep), schedule,
-                            warmup="cold" if n == 0 else "first").makespan_s for n, ep in enumerate(epochs))
-    m = seq_result["metrics"]
-    events = m["train_events_per_s"] * m["train_seconds"]
-    return events / makespan if makespan > 0 else math.nan
-
-
-def measured_vs_simulated_table(df: pd.DataFrame, results: _Results) -> pd.DataFrame:
-    """Per run: measured events/s and the events/s simulated from the same-seed sequential run's stage times
-    (same directory)."""
-    rows = []
-    seqs = df[df["config.trainer"] == "sequential"]
-    for _, run in df.iterrows():
-        ref = seqs[(seqs["dir"] == run["dir"]) & (seqs["config.model"] == run["config.model"])
-                   & (seqs["config.dataset"] == run["config.dataset"]) & (seqs["config.seed"] == run["config.seed"])
-                   & (seqs["config.epochs"] == run["config.epochs"])
-                   & (seqs["config.torch_threads"].astype(object).fillna(1)
-                      == (1 if pd.isna(run["config.torch_threads"]) else run["config.torch_threads"]))
-                   & (seqs["config.batch_size"] == run["config.batch_size"])
-                   & (seqs["config.max_iterations"].astype(object).fillna(-1)
-                      == (-1 if pd.isna(run["config.max_iterations"]) else run["config.max_iterations"]))]
-        if ref.empty:
-            continue
-        seq_result = results(ref.iloc[0]["path"])
-        sim = simulated_events_per_s(seq_result, run["config.trainer"], int(run["config.staleness"] or 1),
-                                     int(run.get("config.max_staleness") or 4), int(run.get("config.prefetch") or 2))
-        rows.append({"model": run["config.model"], "dataset": run["dataset_label"], "variant": run["variant"],
-                     "seed": run["config.seed"], "measured": run["metrics.train_events_per_s"], "simulated": sim,
-                     "efficiency": run["metrics.train_events_per_s"] / sim if sim else math.nan})
-    return pd.DataFrame(rows)
-
-
-def plot_measured_vs_simulated(plt, df: pd.DataFrame, results: _Results) -> Any:
-    table = measured_vs_simulated_table(df, results)
+def plot_measured_vs_simulated(plt, data: PlotData) -> Any:
+    df = data.df
+    table = measured_vs_simulated_table(df, data.results)
     if table.empty:
         raise Skip("no sequential run to take stage times from")
     present = set(zip(table["model"], table["dataset"]))
-    groups = [g for g in _groups(df) if g in present]
+    groups = [g for g in model_dataset_groups(df) if g in present]
     ncols = min(2, len(groups))
     nrows = math.ceil(len(groups) / ncols)
     nvar = table.groupby(["model", "dataset"])["variant"].nunique().max()
@@ -681,6 +589,48 @@ def plot_measured_vs_simulated(plt, df: pd.DataFrame, results: _Results) -> Any:
     return fig
 
 
+
+
+
+# ------------------------------------------------------------------------------------------- registry
+def _gantt_runs(data: PlotData) -> dict[str, pd.Series]:
+    """One run per pipelined variant, mspipe first."""
+    pipelined = [v for v in order_variants(data.df["variant"]) if not v.startswith("sequential")]
+    return pick_runs(data.df, [v for v in pipelined if v.startswith("mspipe")]
+                     + [v for v in pipelined if not v.startswith("mspipe")])
+
+
+@dataclass(frozen=True)
+class FigureKind:
+    name: str
+    description: str  # what it shows (the plot command's help)
+    draw: Callable[..., Any]  # draw(plt, data) -> figure; with parts: draw(plt, data, part)
+    parts: Callable[[PlotData], dict[str, Any]] | None = None  # one figure per part, named <name>_<part>
+    no_parts: str = ""  # why the figure is skipped when there is no part
+
+
+# every figure kind, in drawing order
+FIGURES: dict[str, FigureKind] = {f.name: f for f in (
+    FigureKind("throughput", "training events/s and speedup over sequential (same seed, same directory) by "
+               "trainer, grouped by model x dataset; bars = mean over seeds, whiskers = min..max, dots = seeds",
+               plot_throughput),
+    FigureKind("accuracy", "test AP by trainer, same grouping and seed spread", plot_accuracy),
+    FigureKind("staleness_sweep", "test AP and throughput versus the fixed-staleness bound K, mspipe marked at "
+               "its mean k(i)", plot_staleness_sweep),
+    FigureKind("convergence", "validation AP versus epoch and versus wall-clock time", plot_convergence),
+    FigureKind("stage_breakdown", "S/F/M/T/U share of the iteration time and mean time per stage (sequential "
+               "runs)", plot_stage_breakdown),
+    FigureKind("gantt", "gantt_<trainer>: the first iterations of a pipelined run, measured timeline beside the "
+               "simulated one (the schedule simulator replaying the run's per-iteration stage times)", plot_gantt,
+               parts=_gantt_runs, no_parts="no pipelined (presample / fixed-staleness / mspipe) runs"),
+    FigureKind("staleness", "k(i) and observed staleness per iteration and the observed-staleness histogram "
+               "(mspipe and fixed-staleness runs)", plot_staleness),
+    FigureKind("measured_vs_simulated", "per trainer, measured events/s next to the events/s simulated from the "
+               "same-seed sequential run's stage times; pipeline efficiency = measured / simulated",
+               plot_measured_vs_simulated),
+)}
+
+
 # ------------------------------------------------------------------------------------------- driver
 def _safe_name(v: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", v)
@@ -688,15 +638,26 @@ def _safe_name(v: str) -> str:
 
 def make_plots(source: Any, out_dir: str | Path, formats: Iterable[str] = ("png", "pdf"),
                only: Iterable[str] | None = None, log: Callable[[str], None] | None = None) -> PlotReport:
-    """Draw every figure whose data exists from result files (paths / directories) or a DataFrame from
-    :func:`~mspipe_bench.harness.results.load_results`."""
-    plt = _setup()
-    out_dir = Path(out_dir)
-    formats = tuple(formats)
+    """Draw every figure kind in ``only`` (default: all of :data:`FIGURES`) whose data exists, from result
+    files (paths / directories) or a DataFrame from :func:`~mspipe_bench.harness.results.load_results`."""
+    import pandas as pd
+
+    from mspipe_bench.harness.results import load_results, speedups
+
     only = set(only) if only else set(FIGURES)
     unknown = only - set(FIGURES)
     if unknown:
-        raise ValueError(f"unknown figure(s) {', '.join(sorted(unknown))} (figures: {', '.join(FIGURES)})")
+        raise UserError(f"unknown figure(s) {', '.join(sorted(unknown))} (figures: {', '.join(FIGURES)})")
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = tuple(formats)
+    supported = FigureCanvasBase.get_supported_filetypes()
+    bad = [f for f in formats if f.lower() not in supported]
+    if bad or not formats:
+        raise UserError(f"formats {','.join(formats)!r}: {', '.join(bad) or 'none given'} not supported "
+                        f"(supported: {', '.join(sorted(supported))})")
+    plt = _setup()
+    out_dir = Path(out_dir)
     on_skip = (lambda msg: log(f"warning: {msg}")) if log else None
     df = source if isinstance(source, pd.DataFrame) else load_results(source, on_skip=on_skip)
     report = PlotReport(out_dir)
@@ -711,11 +672,9 @@ def make_plots(source: Any, out_dir: str | Path, formats: Iterable[str] = ("png"
     df = df[df["status"] == "complete"].copy()
     if len(df) < n_all and log:
         log(f"ignoring {n_all - len(df)} incomplete (interrupted) run(s)")
-    results = _Results()
+    data = PlotData(df, ResultCache())
 
     def draw(name: str, fn: Callable[[], Any]) -> None:
-        if name not in only:
-            return
         try:
             fig = fn()
         except Skip as why:
@@ -723,30 +682,17 @@ def make_plots(source: Any, out_dir: str | Path, formats: Iterable[str] = ("png"
             return
         report.written[name] = _save(plt, fig, out_dir, name, formats)
 
-    draw("throughput", lambda: plot_throughput(plt, df))
-    draw("accuracy", lambda: plot_accuracy(plt, df))
-    draw("staleness_sweep", lambda: plot_staleness_sweep(plt, df))
-    draw("convergence", lambda: plot_convergence(plt, df, results))
-    draw("stage_breakdown", lambda: plot_stage_breakdown(plt, df, results))
-    if "gantt" in only:
-        pipelined = [v for v in order_variants(df["variant"]) if not v.startswith("sequential")]
-        mspipe_first = [v for v in pipelined if v.startswith("mspipe")] + \
-                       [v for v in pipelined if not v.startswith("mspipe")]
-        picks = _pick_runs(df, mspipe_first)
-        if not picks:
-            report.skipped["gantt"] = "no pipelined (presample / fixed-staleness / mspipe) runs"
-        for v, run in picks.items():
-            draw_name = f"gantt_{_safe_name(v)}"
-            try:
-                fig = plot_gantt(plt, run, results)
-            except Skip as why:
-                report.skipped[draw_name] = str(why)
-                continue
-            report.written[draw_name] = _save(plt, fig, out_dir, draw_name, formats)
-    stale = [v for v in order_variants(df["variant"]) if v.startswith(("mspipe", "fixed-staleness"))]
-    stale = [v for v in stale if v.startswith("mspipe")] + [v for v in stale if not v.startswith("mspipe")]
-    draw("staleness", lambda: plot_staleness(plt, _pick_runs(df, stale), results))
-    draw("measured_vs_simulated", lambda: plot_measured_vs_simulated(plt, df, results))
+    for kind in FIGURES.values():
+        if kind.name not in only:
+            continue
+        if kind.parts is None:
+            draw(kind.name, lambda: kind.draw(plt, data))
+            continue
+        parts = kind.parts(data)
+        if not parts:
+            report.skipped[kind.name] = kind.no_parts
+        for part, arg in parts.items():
+            draw(f"{kind.name}_{_safe_name(part)}", lambda: kind.draw(plt, data, arg))
     _write_index(report, df)
     return report
 
@@ -760,25 +706,3 @@ def _write_index(report: PlotReport, df: pd.DataFrame) -> None:
         lines.append(f"- `{name}`: skipped -- {why}")
     report.out_dir.mkdir(parents=True, exist_ok=True)
     (report.out_dir / "index.md").write_text("\n".join(lines) + "\n")
-
-
-def summary_text(source) -> str:
-    """The trainer table (events/s, speedup, test AP, staleness, bubbles) and, per trainer, the measured
-    versus simulated events/s (simulation replaying the same-seed sequential run's stage times) as text."""
-    from mspipe_bench.harness.results import load_results, speedups, trainer_table
-
-    df = speedups(load_results(source, on_skip=lambda *a: None))
-    df = df[df["status"] == "complete"]
-    parts = ["Measured (one row per trainer, mean ± std over seeds):", trainer_table(df)]
-    table = measured_vs_simulated_table(df, _Results())
-    if not table.empty:
-        g = table.groupby(["model", "dataset", "variant"], sort=False)
-        agg = g.agg(runs=("measured", "size"), measured=("measured", "median"), simulated=("simulated", "median"),
-                    efficiency=("efficiency", "median")).reset_index()
-        lines = ["", "Pipeline efficiency = measured / simulated events/s (simulated: the same-seed sequential "
-                 "run's stage times replayed under each trainer's rules; medians over seeds):"]
-        for _, r in agg.iterrows():
-            lines.append(f"  {r['model']:<6} {r['dataset']:<12} {r['variant']:<22} runs {r['runs']}  measured "
-                         f"{r['measured']:>9,.0f}  simulated {r['simulated']:>9,.0f}  efficiency {r['efficiency']:.2f}")
-        parts.append("\n".join(lines))
-    return "\n".join(parts)
