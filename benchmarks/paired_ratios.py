@@ -27,7 +27,7 @@ estimates carry over between its blocks.
 Run from the repository root (needs ``../shared/datasets/wikipedia``):
 
     .venv/bin/python benchmarks/paired_ratios.py --models tgn,jodie,apan --rounds 8 \\
-        --json results/paired/paired_ratios.json
+        --json results/reference/<machine>/paired/paired_ratios.json
 """
 
 from __future__ import annotations
@@ -60,6 +60,10 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--default-allocator", action="store_true",
                    help="leave glibc malloc at its defaults (runs tune it, as mspipe-bench run does)")
+    p.add_argument("--edge-features", metavar="SPEC", default=None,
+                   help="none | random:D[:SEED], as for mspipe-bench run (default: the dataset's own)")
+    p.add_argument("--node-features", metavar="SPEC", default=None,
+                   help="none | random:D[:SEED], as for mspipe-bench run (default: the dataset's own)")
     p.add_argument("--json", metavar="FILE", help="write rounds and summary as JSON to FILE")
     return p.parse_args(argv)
 
@@ -155,7 +159,7 @@ def measure_model(graph, model: str, args) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(REPO))
-    from mspipe_bench.data import load_dataset
+    from mspipe_bench.data import features, load_dataset
     from mspipe_bench.harness.run import environment, tune_allocator, write_json_atomic
 
     if not Path(args.dataset).exists():
@@ -164,8 +168,9 @@ def main(argv=None) -> int:
     if not args.default_allocator:
         tune_allocator()
     graph = load_dataset(args.dataset)
+    features.apply(graph, args.edge_features, args.node_features)
     out = {"dataset": args.dataset, "rounds": args.rounds, "staleness": args.staleness, "threads": args.threads,
-           "seed": args.seed, "env": environment(), "models": []}
+           "seed": args.seed, "edge_features": args.edge_features, "node_features": args.node_features, "env": environment(), "models": []}
     for model in args.models.split(","):
         out["models"].append(measure_model(graph, model.strip(), args))
     print("\nmodel  trainer              ratio to sequential (q25 / median / q75)   simulated   efficiency"

@@ -282,8 +282,12 @@ def _as_features(arr, rows: int, where: str, what: str, unit: str) -> np.ndarray
     if arr.shape[0] != rows:
         raise DatasetError(f"{where}: {what} have {arr.shape[0]} rows but there are {rows} {unit}")
     arr = arr.astype(np.float32, copy=False)
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        r, c = np.argwhere(bad)[0]
-        raise DatasetError(f"{where}: {what} row {r}, column {c} is {arr[r, c]!r} (NaN/inf not allowed)")
+    # checked in blocks of rows: a memory-mapped table is read once, never held whole or doubled in memory
+    step = max(1, (32 << 20) // max(1, arr.shape[1] * arr.itemsize))
+    for lo in range(0, arr.shape[0], step):
+        bad = ~np.isfinite(arr[lo:lo + step])
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            r += lo
+            raise DatasetError(f"{where}: {what} row {r}, column {c} is {arr[r, c]!r} (NaN/inf not allowed)")
     return arr

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mspipe_bench.errors import UserError
 from mspipe_bench.trainers.rules import TRAINERS
@@ -81,6 +81,22 @@ class RunSpec(BaseModel):
     torch_threads: int = _opt("torch intra-op threads, the same for every trainer (so presample stays "
                               "bit-identical to sequential; see README)", cli="--threads", metavar="N", default=1,
                               ge=1)
+    edge_features: str | None = _opt("edge features: none, or random:D[:SEED] = seeded random D-dim features "
+                                     "(TGL's convention for MOOC/LASTFM; default: the dataset's own)",
+                                     metavar="SPEC", default=None)
+    node_features: str | None = _opt("node features: none, or random:D[:SEED] (default: the dataset's own)",
+                                     metavar="SPEC", default=None)
+
+    @field_validator("edge_features", "node_features")
+    @classmethod
+    def _feature_spec(cls, value: str | None) -> str | None:
+        from mspipe_bench.data.features import FEATURE_SPEC_HELP, parse_spec
+
+        try:
+            parse_spec(value)
+        except ValueError:
+            raise ValueError(f"expected {FEATURE_SPEC_HELP.split(' (')[0]}") from None
+        return value
 
     @model_validator(mode="after")
     def _split_leaves_training_events(self) -> "RunSpec":
@@ -101,7 +117,9 @@ class RunSpec(BaseModel):
 
     def key(self) -> str:
         """Identity of a run (for resuming sweeps and matching baselines): a hash of the resolved spec."""
-        blob = json.dumps(self.resolved().model_dump(), sort_keys=True)
+        # fields added later count only when set, so the keys of earlier runs stay what they were
+        dump = {k: v for k, v in self.resolved().model_dump().items() if not (k in _KEY_IF_SET and v is None)}
+        blob = json.dumps(dump, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
     def variant(self) -> str:
@@ -114,7 +132,12 @@ class RunSpec(BaseModel):
         name = self.variant()
         ds = Path(r.dataset).name if r.dataset != "synthetic" else "synthetic"
         ds = ds.split(":")[0]
-        return f"{r.model}_{ds}_{name}_s{r.seed}"
+        feats = "".join(f"_{p}{v.replace(':', '')}" for p, v in (("ef", r.edge_features), ("nf", r.node_features))
+                        if v is not None)
+        return f"{r.model}_{ds}{feats}_{name}_s{r.seed}"
+
+
+_KEY_IF_SET = ("edge_features", "node_features")
 
 
 def default(name: str) -> Any:
@@ -350,6 +373,7 @@ def run_context(spec: RunSpec, progress: bool = False, hook=None):
     """:func:`run`, also returning the trained :class:`StageContext` (model, optimiser, memory) for checks."""
     import torch
 
+    from mspipe_bench.data import features
     from mspipe_bench.data.loaders import load_dataset
     from mspipe_bench.models.config import load_config
     from mspipe_bench.models.mitigation import MitigationConfig
@@ -369,6 +393,7 @@ def run_context(spec: RunSpec, progress: bool = False, hook=None):
         lam=spec.mitigation_lambda,
     )
     graph = load_dataset(spec.dataset)
+    features.apply(graph, spec.edge_features, spec.node_features)
     split = graph.split(spec.val_ratio, spec.test_ratio)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
