@@ -11,9 +11,9 @@ the pinned torch 2.2.1, and ``xxhash``, which it imports):
 Run from the repository root (needs ``../shared/datasets/wikipedia``); the comparison run of our TGN uses the
 same negatives (``--negatives dst``):
 
-    .venv/bin/python benchmarks/pyg_tgn_reference.py --epochs 3 --threads 1 --json results/reference/pyg_tgn_threads1.json
+    .venv/bin/python benchmarks/pyg_tgn_reference.py --epochs 3 --threads 1 --json results/reference/<machine>/reference/pyg_tgn_threads1.json
     .venv/bin/mspipe-bench run --model tgn --dataset ../shared/datasets/wikipedia --trainer sequential \
-        --epochs 3 --negatives dst --threads 1 --out results/reference/ours_tgn_dst_threads1.json
+        --epochs 3 --negatives dst --threads 1 --out results/reference/<machine>/reference/ours_tgn_dst_threads1.json
 
 What is kept from the example: TGNMemory with IdentityMessage and LastAggregator, memory_dim = time_dim =
 embedding_dim = 100, LastNeighborLoader(size=10), GraphAttentionEmbedding = TransformerConv(heads=2,

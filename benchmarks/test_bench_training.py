@@ -1,7 +1,7 @@
 """Stage T (one training step: updater, embedding, predictor, loss, backward, Adam step) per model, and the
 staleness mitigation at M, on a mid-stream Wikipedia batch of B=600 events with the presets' defaults.
 
-Run: ``.venv/bin/python -m pytest benchmarks/ --benchmark-only -q --benchmark-json results/benchmarks/bench.json``.
+Run: ``.venv/bin/python -m pytest benchmarks/ --benchmark-only -q --benchmark-json results/reference/<machine>/benchmarks/benchmarks.json``.
 Skipped when ``../shared/datasets/wikipedia`` is absent. One torch intra-op thread (the suite's default), glibc
 malloc tuned as in runs (``harness.run.tune_allocator``).
 """

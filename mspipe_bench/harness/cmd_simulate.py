@@ -235,13 +235,12 @@ def _inputs(args: argparse.Namespace) -> list[_Input]:
                        "constant stage times from --tau", [f"  tau: {_fmt_tau(tau)}"], "--tau")]
 
     if args.from_result is not None:
+        from mspipe_bench.harness.results import read_json
+
         path = Path(args.from_result)
         if not path.is_file():
             raise FileNotFoundError(f"result file {path} not found")
-        try:
-            result = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}: not valid JSON: {exc}") from None
+        result = read_json(path)  # .json or .json.gz
         try:
             st = simulator.timeline_from_result(result, _epoch(args.epoch))
         except UserError as exc:
