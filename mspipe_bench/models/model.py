@@ -3,7 +3,9 @@
 module; TGN, JODIE, APAN and TGAT are presets, not classes.
 
 **The model API** — everything the stages (``stages/stages.py``) ask a model; they hold no model-specific
-logic. A new model is a preset YAML when these cover it, else a change here:
+logic. A new model is a preset YAML (``models/presets/<name>.yaml``) when the existing components cover it
+(TGAT: ``memory: none`` and two attention layers); a new component is a module in ``layers.py``, a config
+value in ``config.py`` and its wiring here, behind these members:
 
 - :attr:`TemporalModel.input_nodes` (S): ``"all"`` when the embedding reads the inputs of sampled
   neighbours (attention layers), ``"roots"`` when only those of the batch's roots (JODIE, APAN). It decides
@@ -138,10 +140,11 @@ class TemporalModel(nn.Module):
         return ModelOutput(pos=logits[:b], neg=logits[b:], updated=updated, updated_ts=updated_ts)
 
     def make_mails(self, batch: "Batch", out: ModelOutput) -> MemoryWrite:
-        """U's writes after T (``out``: T's detached output for ``batch``): the new memory of the batch's
-        positive endpoints (src, dst; negatives are never written) and their mails ``[s_me', s_other', e]``
-        stamped with the event's time, one per receiving node, the latest event winning; with
-        ``memory.deliver_to: neighbors`` (APAN) each endpoint's mail also goes to its sampled neighbours."""
+        """U's writes after T (``out``: T's detached output for ``batch``; models with memory only): the new
+        memory of the batch's positive endpoints (src, dst; negatives are never written) and their mails
+        ``[s_me', s_other', e]`` stamped with the event's time, one per receiving node, the latest event
+        winning; with ``memory.deliver_to: neighbors`` (APAN) each endpoint's mail also goes to its sampled
+        neighbours."""
         sb = batch.sampled
         # positive endpoints, interleaved in event order (src_0, dst_0, src_1, ...): the latest event wins
         mem_ids = torch.from_numpy(np.stack([batch.src, batch.dst], 1).reshape(-1))
