@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import types
 import typing
 from typing import Any, Iterable
@@ -35,6 +36,8 @@ def add_run_arguments(p: argparse.ArgumentParser, fields: Iterable[str] | None =
         extra = info.json_schema_extra or {}
         value = defaults.get(name, default(name))
         text = info.description or name
+        if name in defaults:  # this command's own default replaces the field's, also in the help
+            text = re.sub(r"\s*\(default:[^)]*\)$", "", text)
         if value not in (None, []) and "default" not in text:
             text += f" (default: {value})"
         kind, choices = _scalar_type(info.annotation)
