@@ -371,7 +371,7 @@ def test_cli_info_bad_file(tmp_path, capsys):
 def test_formats_help_and_detection_come_from_the_registry(tmp_path, monkeypatch, capsys):
     from mspipe_bench.data import loaders
 
-    assert loaders.FORMATS == tuple(loaders.REGISTRY) == ("tgl", "jodie", "dyglib", "snap", "npz", "synthetic")
+    assert loaders.FORMATS == tuple(loaders.REGISTRY) == ("mspipe", "tgl", "jodie", "dyglib", "snap", "npz", "synthetic")
     help_text = loaders.formats_help()
     for form in loaders.REGISTRY.values():
         assert form.help in help_text

@@ -8,6 +8,8 @@ formats and the ``datasets`` / ``run`` help all come from it: adding a format is
 ==========  =====================================================================================
 format      what is recognised
 ==========  =====================================================================================
+mspipe      the suite's own converted folder (``mspipe.json`` + ``.npy`` arrays, written by
+            ``datasets fetch``, see :mod:`~mspipe_bench.data.fetch`; features memory-mapped)
 tgl         a folder with ``edges.csv`` (columns ``src,dst,time``, optional ``int_roll,ext_roll``,
             an unnamed leading index column is ignored), optional ``edge_features.pt`` /
             ``node_features.pt`` (torch tensors); or an ``edges.csv`` file itself
@@ -69,7 +71,9 @@ def formats_help() -> str:
 
 
 def load_dataset(spec, **opts) -> TemporalGraph:
-    """Load a dataset given a path, the name ``synthetic[:k=v,...]`` or a :class:`TemporalGraph`.
+    """Load a dataset given a path, a known dataset's name (``wikipedia``: its converted copy in the data
+    cache, see :func:`~mspipe_bench.data.fetch.resolve`; an existing path of that name wins), the name
+    ``synthetic[:k=v,...]`` or a :class:`TemporalGraph`.
 
     Options: ``format`` (one of :data:`FORMATS`, to skip auto-detection), ``name`` (overrides the
     dataset name). For ``synthetic`` every other keyword goes to :func:`~mspipe_bench.data.synthetic.generate`
@@ -89,7 +93,9 @@ def load_dataset(spec, **opts) -> TemporalGraph:
         return form.load(spec_s, name=name, **opts)
     if opts:
         raise TypeError(f"load_dataset: unexpected option(s) {sorted(opts)} for a file dataset")
-    path = Path(spec_s).expanduser()
+    from .fetch import resolve
+
+    path = Path(resolve(spec_s)).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"dataset not found: {path} (no such file or directory)")
     if form is None:
@@ -724,8 +730,17 @@ def _all_numbers(line: str) -> bool:
     return len(tokens) >= 2 and all(_is_number(x) for x in tokens[:3])
 
 
+def _load_mspipe(marker: Path) -> TemporalGraph:
+    from .fetch import load_converted
+
+    return load_converted(marker.parent)
+
+
 # detection tries the entries in this order; FORMATS is their names
 REGISTRY: dict[str, Format] = {f.name: f for f in (
+    Format("mspipe", "the suite's converted folder (mspipe.json + .npy arrays, written by 'datasets fetch'; "
+           "features memory-mapped)", _load_mspipe, in_folder=lambda d: _file_in(d, "mspipe.json"),
+           by_name=lambda p: p.name == "mspipe.json"),
     Format("tgl", "TGL folder with edges.csv (src,dst,time[,int_roll,ext_roll]) and optional "
            "edge_features.pt/node_features.pt", _load_tgl, suffixes=(".csv",),
            in_folder=lambda d: _file_in(d, "edges.csv"), by_name=lambda p: p.name == "edges.csv",

@@ -1,4 +1,5 @@
-"""``mspipe-bench datasets``: inspect datasets (``info``; ``sample`` is added by the sampling layer)."""
+"""``mspipe-bench datasets``: fetch the paper's datasets by name (``fetch``, ``list``) and inspect datasets
+(``info``, ``sample``)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,84 @@ _SPEC_HELP = "dataset path or spec; " + formats_help().replace("%", "%%")
 def register(sub) -> None:
     parser = sub.add_parser(
         "datasets",
-        help="inspect datasets (info; sample)",
-        description="Inspect temporal interaction datasets in any supported format.",
+        help="fetch the paper's datasets by name (fetch; list) and inspect datasets (info; sample)",
+        description="Fetch the paper's datasets into the data cache ($MSPIPE_DATA, default "
+        "~/.cache/mspipe-bench) and inspect temporal interaction datasets in any supported format.",
     )
     dsub = parser.add_subparsers(dest="datasets_command", metavar="ACTION")
     dsub.required = True
+    _add_fetch_parser(dsub)
+    _add_list_parser(dsub)
     _add_info_parser(dsub)
     _add_sample_parser(dsub)
+
+
+# ---------------------------------------------------------------------------------------------- fetch, list
+def _known_help() -> str:
+    from mspipe_bench.data.fetch import KNOWN
+
+    return "; ".join(f"{d.name}: {d.about}" for d in KNOWN.values())
+
+
+def _add_fetch_parser(dsub) -> None:
+    from mspipe_bench.data.fetch import KNOWN
+
+    p = dsub.add_parser(
+        "fetch",
+        help="download, verify and convert one of the paper's datasets into the data cache",
+        description="Download a known dataset from its public source (JODIE's CSVs from "
+        "http://snap.stanford.edu/jodie/, TGL's GDELT files from s3.us-west-2.amazonaws.com/dgl-data/dataset/tgl/"
+        "GDELT/) with a progress bar, resume an interrupted download (HTTP Range), verify the size (and the "
+        "SHA-256 where one is known), and convert it once into the suite's format (memory-mappable .npy arrays) "
+        "in ROOT/datasets/NAME; afterwards '--dataset NAME' finds it (with ROOT = $MSPIPE_DATA). "
+        "Known: " + _known_help().replace("%", "%%"),
+    )
+    p.add_argument("name", metavar="NAME", choices=list(KNOWN), help="one of: " + ", ".join(KNOWN))
+    p.add_argument("--root", default=None,
+                   help="data cache (default: $MSPIPE_DATA, else ~/.cache/mspipe-bench); runs look in $MSPIPE_DATA")
+    p.add_argument("--url", default=None,
+                   help="fetch from this URL instead: the folder the dataset's files are in (their names are "
+                   "appended), or the file itself for a one-file dataset (a mirror, a local server)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_fetch)
+
+
+def _cmd_fetch(args) -> int:
+    from mspipe_bench.data.fetch import fetch
+
+    fetch(args.name, root=args.root, url=args.url, progress=not args.quiet)
+    return 0
+
+
+def _add_list_parser(dsub) -> None:
+    p = dsub.add_parser(
+        "list",
+        help="the known datasets and what the data cache holds",
+        description="List the datasets 'fetch' knows, their sources and whether each is converted, partly "
+        "downloaded or absent in the data cache ($MSPIPE_DATA, default ~/.cache/mspipe-bench), plus any other "
+        "converted dataset found there.",
+    )
+    p.add_argument("--root", default=None, help="data cache (default: $MSPIPE_DATA, else ~/.cache/mspipe-bench)")
+    p.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
+    p.set_defaults(func=_cmd_list)
+
+
+def _cmd_list(args) -> int:
+    from pathlib import Path
+
+    from mspipe_bench.data.features import data_home
+    from mspipe_bench.data.fetch import listing
+    from mspipe_bench.harness.results import text_table
+
+    root = Path(args.root).expanduser() if args.root else data_home()
+    rows = listing(root)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(f"data cache: {root}")
+    print(text_table([(r["name"], r["state"], r["path"] or r["source"]) for r in rows],
+                     ("name", "cache", "path (or source)")))
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------- info

@@ -50,7 +50,9 @@ class RunSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str = _opt("model preset (e.g. tgn, jodie, apan) or a model YAML file", default="tgn", min_length=1)
-    dataset: str = _opt("dataset path (TGL folder, JODIE/DyGLib CSV, SNAP text, .npz) or 'synthetic[:opts]'",
+    dataset: str = _opt("dataset path (TGL folder, JODIE/DyGLib CSV, SNAP text, .npz), a fetched dataset's "
+                        "name (wikipedia, reddit, mooc, lastfm, gdelt; see 'datasets fetch') or "
+                        "'synthetic[:opts]'",
                         default="synthetic", min_length=1)
     trainer: Literal[TRAINERS] = _opt("schedule", default="sequential")
     epochs: int | None = _opt("epochs (default: the model config's train.epochs)", metavar="N", default=None, ge=1)
@@ -348,6 +350,7 @@ def check_inputs(specs: Iterable[RunSpec]) -> None:
     """Before any run starts: every model config loads with its overrides and every dataset that is a path
     exists, so a typo fails at once (:class:`UserError` / FileNotFoundError naming it) instead of run after
     run."""
+    from mspipe_bench.data.fetch import resolve as resolve_dataset
     from mspipe_bench.data.loaders import REGISTRY
     from mspipe_bench.models.config import load_config
 
@@ -360,7 +363,7 @@ def check_inputs(specs: Iterable[RunSpec]) -> None:
         if spec.dataset not in datasets:
             datasets.add(spec.dataset)
             generated = any(f.by_spec and f.by_spec(spec.dataset) for f in REGISTRY.values())
-            if not generated and not Path(spec.dataset).expanduser().exists():
+            if not generated and not Path(resolve_dataset(spec.dataset)).expanduser().exists():
                 raise FileNotFoundError(f"dataset {spec.dataset!r}: no such file or directory")
 
 
