@@ -28,6 +28,13 @@ Generative process (all vectorised, deterministic for a given ``seed`` via :func
 
 A memory that remembers each source's recent partners predicts most events, while the noise events,
 the drift and the popularity-drawn negatives' overlap keep link prediction well short of perfect.
+
+Cost: time and memory linear in ``events`` and in ``nodes * num_prefs * windows`` (the preference slots).
+The slots are drawn and resolved in blocks of sources (int32 partners, a bool change mask), and weighted
+draws go through :func:`choice`, which returns exactly ``rng.choice(n, size, p=p)`` from the same random
+stream, block by block with a bucketed search instead of one binary search over the whole CDF per draw:
+10 M events / 1 M nodes generate in a fraction of the time and memory of the direct calls, with the same
+output.
 """
 
 from __future__ import annotations
@@ -35,6 +42,45 @@ from __future__ import annotations
 import numpy as np
 
 from .graph import DatasetError, TemporalGraph
+
+BLOCK = 1 << 20  # draws per block (choice) and the approximate slot entries per block of sources
+_MAX_BUCKETS = 1 << 22  # choice's lookup table: the CDF entries <= b / buckets, for ~8 buckets per entry
+_MAX_BUCKET_WIDTH = 16  # more CDF entries in one bucket than this: plain binary search
+
+
+def choice(rng: np.random.Generator, n: int, size, p: np.ndarray, dtype=np.int64) -> np.ndarray:
+    """``rng.choice(n, size=size, p=p)`` (replace=True): the same values, consuming the same random numbers.
+
+    numpy draws ``u = rng.random(size)`` and returns ``cdf.searchsorted(u, side='right')`` with
+    ``cdf = p.cumsum() / p.cumsum()[-1]``. Here the uniforms come in blocks of :data:`BLOCK` (the stream of
+    doubles does not depend on how it is split) and each is located through a table of the CDF at
+    ``b / B`` (``B`` a power of two): ``u`` in bucket ``b`` has its answer between ``table[b]`` and
+    ``table[b+1]`` (exact: the bucket of ``u`` is ``floor(u * B)``, exact in binary floating point), so a few
+    vectorised steps replace a binary search over the whole CDF."""
+    cdf = np.asarray(p, dtype=np.float64).cumsum()
+    cdf /= cdf[-1]
+    if len(cdf) != n:
+        raise ValueError(f"choice: p has {len(cdf)} entries for n={n}")
+    shape = (size,) if np.isscalar(size) else tuple(size)
+    total = int(np.prod(shape))
+    out = np.empty(total, dtype=dtype)
+    buckets = min(_MAX_BUCKETS, 1 << max(10, int(8 * n).bit_length()))
+    table = cdf.searchsorted(np.arange(buckets + 1) / buckets, side="right")
+    width = int(np.diff(table).max())
+    last = n - 1
+    for lo in range(0, total, BLOCK):
+        u = rng.random(min(BLOCK, total - lo))
+        if width > _MAX_BUCKET_WIDTH:
+            out[lo:lo + len(u)] = cdf.searchsorted(u, side="right")
+            continue
+        b = (u * buckets).astype(np.int64)
+        idx, hi = table[b], table[b + 1]
+        for _ in range(width):
+            step = idx < hi
+            step &= cdf[np.minimum(idx, last)] <= u
+            idx += step
+        out[lo:lo + len(u)] = idx
+    return out.reshape(shape)
 
 DEFAULTS = dict(
     nodes=1000,
@@ -105,12 +151,21 @@ def generate(
     pop = pop[rng.permutation(num_dst)]
     pop /= pop.sum()
 
-    # 3. drifting preference slots: holder[u, s, w] (index into dst_ids)
-    draws = rng.choice(num_dst, size=(num_src, num_prefs, windows), p=pop)
-    change = rng.random((num_src, num_prefs, windows)) < drift
-    change[:, :, 0] = True
-    last = np.maximum.accumulate(np.where(change, np.arange(windows), 0), axis=2)
-    holder = np.take_along_axis(draws, last, axis=2)
+    # 3. drifting preference slots: holder[u, s, w] (index into dst_ids), resolved in blocks of sources
+    slots = (num_src, num_prefs, windows)
+    holder = choice(rng, num_dst, slots, pop, dtype=np.int32)
+    change = np.empty(slots, dtype=bool)
+    step = max(1, BLOCK // (num_prefs * windows))
+    for lo in range(0, num_src, step):
+        n = min(step, num_src - lo)
+        change[lo:lo + n] = rng.random((n, num_prefs, windows)) < drift
+    win = np.arange(windows, dtype=np.int32)
+    for lo in range(0, num_src, step):
+        c = change[lo:lo + step]
+        c[:, :, 0] = True
+        last = np.maximum.accumulate(np.where(c, win, 0), axis=2)
+        holder[lo:lo + step] = np.take_along_axis(holder[lo:lo + step], last, axis=2)
+    del change
     slot_w = 0.6 ** np.arange(num_prefs)
     slot_w /= slot_w.sum()
 
@@ -125,7 +180,7 @@ def generate(
     k = int(np.searchsorted(cum, events)) + 1  # sessions needed
     lengths = lengths[:k].copy()
     lengths[-1] -= int(cum[k - 1] - events)
-    sess_user = rng.choice(num_src, size=k, p=activity)
+    sess_user = choice(rng, num_src, k, activity)
     sess_start = rng.random(k) * span
     sess_focus = rng.choice(num_prefs, size=k, p=slot_w)
 
@@ -136,7 +191,9 @@ def generate(
     gaps[first] = 0.0
     csum = np.cumsum(gaps)
     offset = csum - np.repeat(csum[first], lengths)  # time since session start
+    del gaps, csum
     t = np.floor(sess_start[sess] + offset)
+    del offset
     src = sess_user[sess].astype(np.int64)
 
     # 5. partners
@@ -144,10 +201,13 @@ def generate(
     u = rng.random(events)
     is_noise = u < noise
     use_focus = u < noise + (1.0 - noise) * focus
-    slot = np.where(use_focus, sess_focus[sess], rng.choice(num_prefs, size=events, p=slot_w))
+    slot = np.where(use_focus, sess_focus[sess], choice(rng, num_prefs, events, slot_w))
+    del sess, use_focus, u
     pref_item = holder[src, slot, window]
-    noise_item = rng.choice(num_dst, size=events, p=pop)
+    del holder, slot, window
+    noise_item = choice(rng, num_dst, events, pop)
     dst = dst_ids[np.where(is_noise, noise_item, pref_item)]
+    del noise_item, pref_item
     if not bipartite:
         dst = np.where(dst == src, (dst + 1) % nodes, dst)
 
