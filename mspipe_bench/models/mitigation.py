@@ -48,10 +48,8 @@ def mitigate(rows: MemoryRows, store: MemoryStore, now: float, cfg: MitigationCo
 
 
 # TorchScript: one call from Python runs all ~20 ops without the GIL (the interpreter releases it), instead of
-# ~20 Python-dispatched ops that each re-take it while the trainer thread needs it between its own ops. Same
-# aten ops, same results (bit-identical to the eager code on a JODIE/Wikipedia batch). Measured with JODIE's
-# T in one thread beside a thread looping fetch + mitigation: T 13.3-13.6 ms alone, 15.3-15.5 ms beside
-# the eager version, 11.0-14.5 ms beside this one.
+# ~20 Python-dispatched ops that each re-take it while the trainer thread needs it between its own ops (see
+# docs/performance.md, "Threads and the GIL"). Same aten ops, same results as the eager code.
 @torch.jit.script
 def _blend_stalest(cand: torch.Tensor, mem: torch.Tensor, mem_ts: torch.Tensor, ids: torch.Tensor,
                    recent: torch.Tensor, recent_mem: torch.Tensor, recent_unit: torch.Tensor, now: float,
