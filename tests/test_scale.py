@@ -1,6 +1,6 @@
 """The linear-cost rewrites for large graphs change no output: the synthetic generator's weighted draws equal
 ``rng.choice`` draw for draw, its graphs equal the ones the direct implementation produced (pinned hashes),
-and the sampler's index equals the one built from sorted ``node * (E + 1) + eid`` keys."""
+and the sampler's index and history bounds equal the ones from sorted ``node * (E + 1) + eid`` keys."""
 
 from __future__ import annotations
 
@@ -75,8 +75,14 @@ def test_sampler_index_equals_key_sort(seed):
     eids = np.concatenate([np.arange(e)] * 2)
     key = ends * (e + 1) + eids
     order = np.argsort(key, kind="stable")
-    np.testing.assert_array_equal(s.key, key[order])
     np.testing.assert_array_equal(s.nbr, np.concatenate([g.dst, g.src])[order])
     np.testing.assert_array_equal(s.eid, eids[order])
+    # history ends: the bisection inside each list equals one searchsorted over the sorted keys
+    nodes = rng.integers(0, n + 2, 500)
+    times = rng.integers(-1, 52, 500).astype(float)
+    rank = np.searchsorted(g.t, times, side="left")
+    lo, hi = s.history_bounds(nodes, times)
+    np.testing.assert_array_equal(hi, np.searchsorted(key[order], nodes * (e + 1) + rank, side="left"))
+    np.testing.assert_array_equal(lo, s.indptr[nodes])
     hop = s.sample(np.arange(n), np.full(n, 30.0), 5)
     np.testing.assert_array_equal(hop.ts, g.t[hop.eid])

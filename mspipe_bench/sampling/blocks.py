@@ -89,7 +89,11 @@ def sample_blocks(
 
 def unique_inverse(ids: np.ndarray, num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
     """``np.unique(ids, return_inverse=True)`` in O(len(ids) + num_nodes) with a counting pass instead of a
-    sort (ids are node ids below ``num_nodes``)."""
+    sort (ids are node ids below ``num_nodes``); on a graph with many more nodes than ``ids`` (a batch of a
+    1 M-node graph) the sort, whose cost does not grow with the graph."""
+    if num_nodes > 32 * len(ids):
+        uniq, inv = np.unique(ids, return_inverse=True)
+        return uniq.astype(np.int64, copy=False), inv.astype(np.int64, copy=False)
     present = np.bincount(ids, minlength=num_nodes) > 0
     uniq = np.flatnonzero(present).astype(np.int64)
     pos = np.empty(num_nodes, dtype=np.int64)

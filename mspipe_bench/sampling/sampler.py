@@ -7,14 +7,17 @@ by event id, which is chronological because events are time-sorted.
 Building the index is one stable sort of the ``2E`` event ends by node: the ends are interleaved
 (position ``2e`` is event ``e``'s source, ``2e+1`` its destination), so a stable sort by node alone leaves
 each list in event order (a self-loop: source entry first), the event id is ``position >> 1`` and the other
-end sits at ``position ^ 1``. The index holds three ``int64`` arrays of ``2E`` entries (``key``, ``nbr``,
-``eid``: 48 bytes per event) and the build peaks at about twice that.
+end sits at ``position ^ 1``. The index holds two ``int64`` arrays of ``2E`` entries (``nbr``, ``eid``:
+32 bytes per event) and ``indptr``; the build peaks at about twice that.
 
 Strictness without float comparisons per entry: with ``r = #events with t < q`` (one ``searchsorted`` on
-the event times), event ``e`` is strictly earlier than ``q`` iff ``e < r``. Keys ``node * (E + 1) + eid`` are
-sorted, so one more ``searchsorted`` gives, for every query at once, the end of its strictly-earlier
-history. Both strategies are vectorised over queries; ``uniform`` runs a loop over the ``fanout`` draws of
-Floyd's sampling algorithm (never over roots or neighbours).
+the event times, done once per distinct query time), event ``e`` is strictly earlier than ``q`` iff
+``e < r``; the end of a query's strictly-earlier history is the first entry of its node's list with
+``eid >= r``, found by a bisection inside the node's own list, vectorised over the queries (as many steps as
+the longest list has bits). Searching one sorted array of ``2E`` keys instead cost ~25 cache misses per query
+on a 10 M-event graph (the sampler's per-batch time grew 4x from 150 k events); inside the lists the search
+touches a few cache lines per query. Both strategies are vectorised over queries; ``uniform`` runs a loop
+over the ``fanout`` draws of Floyd's sampling algorithm (never over roots or neighbours).
 """
 
 from __future__ import annotations
@@ -60,9 +63,6 @@ class TemporalSampler:
         self.eid = np.right_shift(order, 1, out=order)
         self.indptr = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(counts, out=self.indptr[1:])
-        # sorted keys node * (E + 1) + eid for history_bounds' one searchsorted
-        self.key = np.repeat(np.arange(n, dtype=np.int64) * (e + 1), counts)
-        self.key += self.eid
 
     def history_bounds(self, nodes: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``[lo, hi)`` CSR range of each query's events strictly before its time."""
@@ -73,9 +73,21 @@ class TemporalSampler:
         times = np.asarray(times, dtype=np.float64)
         if np.isnan(times).any():
             raise ValueError("query times contain NaN")
-        rank = np.searchsorted(self.event_t, times, side="left")
-        hi = np.searchsorted(self.key, nodes * (self.num_events + 1) + rank, side="left")
-        return self.indptr[nodes], hi
+        # a batch's queries share few distinct times: search the 10^7-entry time array once per time
+        uniq_t, inv = np.unique(times, return_inverse=True)
+        rank = np.searchsorted(self.event_t, uniq_t, side="left")[inv]
+        start = self.indptr[nodes]
+        lo, hi = start.copy(), self.indptr[nodes + 1]
+        # bisection per list: the first entry with eid >= rank (lo == hi at the end)
+        active = np.flatnonzero(lo < hi)
+        while len(active):
+            a, b = lo[active], hi[active]
+            mid = (a + b) >> 1
+            right = self.eid[mid] < rank[active]
+            lo[active] = np.where(right, mid + 1, a)
+            hi[active] = np.where(right, b, mid)
+            active = active[lo[active] < hi[active]]
+        return start, hi
 
     def sample(
         self,
