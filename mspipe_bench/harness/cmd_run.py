@@ -87,15 +87,32 @@ def format_summary(result: dict) -> str:
 
 
 def _cmd(args) -> int:
+    from mspipe_bench.harness.launch import run_spawned, run_torchrun, torchrun_spec, torchrun_world
     from mspipe_bench.harness.run import check_inputs, check_output_file, default_result_path, run, write_json_atomic
 
     spec = spec_from_args(args)
+    under_torchrun = torchrun_world() is not None
+    if under_torchrun:
+        spec = torchrun_spec(spec)
     # checked before the dataset is loaded: a bad model, dataset path or output path must not cost a run
     check_inputs([spec])
     out = check_output_file(args.out or default_result_path(spec, args.results_dir),
                             "--out" if args.out else "--results-dir")
-    result = run(spec, progress=not args.quiet)
-    write_json_atomic(out, result)
+    if under_torchrun or spec.nprocs > 1:  # data-parallel (docs/design.md §7): rank 0 writes the result
+        if under_torchrun:
+            if run_torchrun(spec, str(out), progress=not args.quiet) is None:  # not rank 0
+                return 0
+        else:
+            value, _ = run_spawned(spec, str(out), progress=not args.quiet)
+            if value is None:
+                print(f"mspipe-bench run: interrupted before rank 0 had a result; nothing written to {out}")
+                return 130
+        from mspipe_bench.harness.results import load_result
+
+        result = load_result(out)
+    else:
+        result = run(spec, progress=not args.quiet)
+        write_json_atomic(out, result)
     print(format_summary(result))
     print(f"result written to {out}")
     return 130 if result["status"] == "interrupted" else 0

@@ -192,7 +192,8 @@ def row_of(result: dict, path: str | Path) -> dict:
     row["n_epochs_done"] = len(result["epochs"])
     row["n_iterations"] = len(result["iterations"])
     row["variant"] = variant_name(c["trainer"], c.get("staleness"), c.get("mitigation"), c.get("max_staleness"),
-                                  c.get("prefetch"), c.get("negatives"), c.get("torch_threads"))
+                                  c.get("prefetch"), c.get("negatives"), c.get("torch_threads"),
+                                  c.get("world_size"))
     row["dataset_label"] = dataset_label(c["dataset"], ds.get("name"))
     row["path"] = str(path)
     row["dir"] = str(path.resolve().parent)

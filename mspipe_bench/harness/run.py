@@ -83,6 +83,9 @@ class RunSpec(BaseModel):
     torch_threads: int = _opt("torch intra-op threads, the same for every trainer (so presample stays "
                               "bit-identical to sequential; see README)", cli="--threads", metavar="N", default=1,
                               ge=1)
+    nprocs: int = _opt("data-parallel processes (ranks) on this machine, each with --threads intra-op threads; "
+                       "--batch-size stays the global batch (docs/design.md §7). Under torchrun the world "
+                       "size comes from torchrun", metavar="W", default=1, ge=1)
     edge_features: str | None = _opt("edge features: none, or random:D[:SEED] = seeded random D-dim features "
                                      "(TGL's convention for MOOC/LASTFM; default: the dataset's own)",
                                      metavar="SPEC", default=None)
@@ -120,14 +123,15 @@ class RunSpec(BaseModel):
     def key(self) -> str:
         """Identity of a run (for resuming sweeps and matching baselines): a hash of the resolved spec."""
         # fields added later count only when set, so the keys of earlier runs stay what they were
-        dump = {k: v for k, v in self.resolved().model_dump().items() if not (k in _KEY_IF_SET and v is None)}
+        dump = {k: v for k, v in self.resolved().model_dump().items()
+                if not (k in _KEY_IF_SET and v in (None, default(k)))}
         blob = json.dumps(dump, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
     def variant(self) -> str:
         r = self.resolved()
         return variant_name(r.trainer, r.staleness, r.mitigation, r.max_staleness, r.prefetch, r.negatives,
-                            r.torch_threads)
+                            r.torch_threads, r.nprocs)
 
     def label(self) -> str:
         r = self.resolved()
@@ -139,7 +143,7 @@ class RunSpec(BaseModel):
         return f"{r.model}_{ds}{feats}_{name}_s{r.seed}"
 
 
-_KEY_IF_SET = ("edge_features", "node_features")
+_KEY_IF_SET = ("edge_features", "node_features", "nprocs")
 
 
 def default(name: str) -> Any:
@@ -177,11 +181,12 @@ def spec_from_options(values: dict[str, Any]) -> RunSpec:
 
 
 def variant_name(trainer: str, staleness=None, mitigation=None, max_staleness=None, prefetch=None,
-                 negatives=None, torch_threads=None) -> str:
+                 negatives=None, torch_threads=None, nprocs=None) -> str:
     """The trainer plus whatever makes it a different schedule or numerics than the defaults:
     ``fixed-staleness-k3``, ``mspipe-kmax3``, ``presample-d3`` (prefetch depth), ``mspipe-nomit`` /
     ``sequential-mit`` (mitigation off for mspipe / on for another trainer), ``-negdst`` (negatives other than
-    ``all``), ``-t2`` (torch threads other than 1). ``None`` means "not recorded": the default."""
+    ``all``), ``-t2`` (torch threads other than 1), ``-w2`` (data-parallel processes other than 1). ``None``
+    means "not recorded": the default."""
     name = trainer
     if trainer == "fixed-staleness":
         name += f"-k{staleness}"
@@ -197,6 +202,8 @@ def variant_name(trainer: str, staleness=None, mitigation=None, max_staleness=No
         name += f"-neg{negatives}"
     if torch_threads not in (None, default("torch_threads")):
         name += f"-t{torch_threads}"
+    if nprocs not in (None, default("nprocs")):
+        name += f"-w{nprocs}"
     return name
 
 
@@ -372,8 +379,10 @@ def run(spec: RunSpec, progress: bool = False, hook=None) -> dict:
     return run_context(spec, progress, hook)[1]
 
 
-def run_context(spec: RunSpec, progress: bool = False, hook=None):
-    """:func:`run`, also returning the trained :class:`StageContext` (model, optimiser, memory) for checks."""
+def run_context(spec: RunSpec, progress: bool = False, hook=None, dist=None):
+    """:func:`run`, also returning the trained :class:`StageContext` (model, optimiser, memory) for checks.
+    ``dist``: this process's :class:`~mspipe_bench.trainers.distributed.DistRank` in a data-parallel run
+    (``harness/launch.py``); rank 0's result then holds every rank's stage totals and timeline."""
     import torch
 
     from mspipe_bench.data import features
@@ -402,13 +411,15 @@ def run_context(spec: RunSpec, progress: bool = False, hook=None):
     t0 = time.perf_counter()
     ctx = make_context(graph, cfg, seed=spec.seed, mitigation=mitigation, negatives=spec.negatives)
     ctx.hook = hook
+    if dist is not None:
+        dist.attach(ctx)
     res = train(ctx, schedule, split, cfg.train.epochs, progress=progress, max_iterations=spec.max_iterations)
     config = spec.model_dump()
     config.update(batch_size=cfg.train.batch_size, epochs=cfg.train.epochs, key=spec.key(), label=spec.label(),
-                  model_config=cfg.to_dict())
+                  model_config=cfg.to_dict(), world_size=1 if dist is None else dist.world_size)
     metrics = dict(res.metrics)
     stages = metrics.pop("stage_seconds")
-    return ctx, {
+    result = {
         "schema": SCHEMA,
         "status": "interrupted" if res.interrupted else "complete",
         "started_at": started,
@@ -425,6 +436,9 @@ def run_context(spec: RunSpec, progress: bool = False, hook=None):
             "rows": [list(r) for r in ctx.timeline.rows],
         },
     }
+    if dist is not None:
+        dist.complete_result(result, res.iterations, ctx.timeline.rows, res.interrupted)
+    return ctx, result
 
 
 def default_result_path(spec: RunSpec, results_dir: str | Path) -> Path:

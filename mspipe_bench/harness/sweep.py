@@ -356,8 +356,17 @@ def run_one(spec: RunSpec, results_dir: str | Path, progress: bool = False) -> t
     (status ``interrupted``, so a resumed sweep redoes it) and then KeyboardInterrupt is raised."""
     from mspipe_bench.harness.run import run
 
-    result = run(spec, progress=progress)
-    path = write_json_atomic(default_result_path(spec, results_dir), result)
+    path = default_result_path(spec, results_dir)
+    if spec.nprocs > 1:  # data-parallel ranks (harness/launch.py): rank 0 writes the result
+        from mspipe_bench.harness.launch import run_spawned
+        from mspipe_bench.harness.results import load_result
+
+        if run_spawned(spec, str(path), progress)[0] is None:
+            raise KeyboardInterrupt
+        result = load_result(path)
+    else:
+        result = run(spec, progress=progress)
+        path = write_json_atomic(path, result)
     if result["status"] != "complete":
         raise KeyboardInterrupt
     return path, result

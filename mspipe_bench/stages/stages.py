@@ -78,10 +78,18 @@ class Batch:
     out: ModelOutput | None = None  # T
     loss: float = float("nan")
     times: dict = field(default_factory=dict)  # stage -> (start, end, thread)
+    # data-parallel runs (trainers/distributed.py): [lo, hi) is this rank's contiguous share of the global
+    # batch [global_lo, global_hi); None in a single-process run (the batch is its own global batch)
+    global_lo: int | None = None
+    global_hi: int | None = None
 
     @property
     def size(self) -> int:
         return self.hi - self.lo
+
+    @property
+    def global_size(self) -> int:
+        return self.size if self.global_lo is None else self.global_hi - self.global_lo
 
 
 @dataclass
@@ -114,6 +122,8 @@ class StageContext:
     hook: Callable[[str, Batch], None] | None = None  # test-only: called at the start of each stage
     edge_feat: torch.Tensor | None = None
     node_feat: torch.Tensor | None = None
+    # data-parallel rank (trainers/distributed.py: shares of each batch, gradient all-reduce); None: one process
+    dist: object | None = None
 
     def __post_init__(self) -> None:
         if self.graph.edge_feat is not None:
@@ -125,10 +135,11 @@ class StageContext:
     def batches(self, phase: str, lo: int, hi: int, epoch: int = 0) -> list[Batch]:
         bs = self.cfg.train.batch_size
         seed = self.seed if phase == "train" else self.eval_seed
-        return [
+        batches = [
             Batch(phase=phase, epoch=epoch, i=i, lo=s, hi=min(s + bs, hi), seed=seed)
             for i, s in enumerate(range(lo, hi, bs))
         ]
+        return batches if self.dist is None else [self.dist.shard(b) for b in batches]
 
 
 def run_stage(ctx: StageContext, stage: str, batch: Batch) -> None:
@@ -153,7 +164,10 @@ def sample(ctx: StageContext, b: Batch) -> None:
     # one generator per (seed, phase, epoch, iteration): results never depend on which thread runs S or when
     epoch = b.epoch if b.phase == "train" else 0
     rng = np.random.default_rng([b.seed, PHASE_CODE[b.phase], epoch, b.i])
-    b.neg = ctx.negatives.sample(b.size, rng)
+    if b.global_lo is None:
+        b.neg = ctx.negatives.sample(b.size, rng)
+    else:  # a rank's share: the global batch's negatives, sliced (the same draws as one process makes)
+        b.neg = ctx.negatives.sample(b.global_size, rng)[b.lo - b.global_lo : b.hi - b.global_lo]
     roots = np.concatenate([b.src, b.dst, b.neg])
     ts = np.concatenate([b.t, b.t, b.t])
     s = ctx.cfg.sampling
@@ -184,14 +198,25 @@ def fetch_memory(ctx: StageContext, b: Batch) -> None:
 
 def train_step(ctx: StageContext, b: Batch) -> None:
     model = ctx.model
+    if b.size == 0:  # an empty data-parallel share (a global batch smaller than the world): no forward
+        b.out = ModelOutput(torch.zeros(0), torch.zeros(0), None, None)
+        if b.phase == "train":
+            ctx.optimizer.zero_grad(set_to_none=True)
+            b.loss = ctx.dist.reduce_gradients(model, b, None)
+            ctx.optimizer.step()
+        b.rows = None
+        return
     if b.phase == "train":
         model.train()
         ctx.optimizer.zero_grad(set_to_none=True)
         out = model(b.sampled, b.rows, b.edge_feats, b.node_feat, b.size)
         loss = ctx.loss_fn(out.pos, torch.ones_like(out.pos)) + ctx.loss_fn(out.neg, torch.zeros_like(out.neg))
         loss.backward()
+        if ctx.dist is not None:  # the global batch's gradient (and loss), averaged over the ranks' shares
+            b.loss = ctx.dist.reduce_gradients(model, b, loss.detach())
+        else:
+            b.loss = float(loss.detach())
         ctx.optimizer.step()
-        b.loss = float(loss.detach())
     else:
         model.eval()
         with torch.no_grad():
@@ -203,7 +228,7 @@ def train_step(ctx: StageContext, b: Batch) -> None:
 
 def update_memory(ctx: StageContext, b: Batch) -> None:
     if ctx.model.has_memory:
-        ctx.store.update(*ctx.model.make_mails(b, b.out))
+        ctx.store.update(*(ctx.model.make_mails(b, b.out) if b.size else ctx.store.empty_write()))
     b.out = ModelOutput(b.out.pos, b.out.neg, None, None)  # keep scores, drop per-node tensors
 
 

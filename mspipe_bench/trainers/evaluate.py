@@ -1,6 +1,10 @@
 """The one evaluation routine (every trainer uses it): run S, F, M, T (forward only), U over a chronological
 event range, continuing the memory, with the fixed evaluation negatives; score AP and AUC both as the mean of
-per-batch scores (the TGL/PyG/DyGLib convention) and over the whole range."""
+per-batch scores (the TGL/PyG/DyGLib convention) and over the whole range.
+
+In a data-parallel run every rank evaluates its share of each batch (memory merged by U as in training) and
+the scores of all shares are gathered in event order, so every rank computes the metrics of the whole batch:
+the same definition, over the same scores, as one process."""
 
 from __future__ import annotations
 
@@ -22,7 +26,13 @@ def evaluate(ctx: StageContext, phase: str, lo: int, hi: int) -> dict:
     for b in ctx.batches(phase, lo, hi):
         for stage in STAGE_FUNCTIONS:
             run_stage(ctx, stage, b)
-        pos, neg = b.out.pos.numpy(), b.out.neg.numpy()
+            if ctx.dist is not None:
+                ctx.dist.flush(ctx, b)
+        pos, neg = b.out.pos, b.out.neg
+        if ctx.dist is not None:  # data-parallel: the whole global batch's scores, in event order, on every rank
+            pos, neg = ctx.dist.all_gather_scores(b, pos, neg)
+            ctx.dist.flush(ctx, b)
+        pos, neg = pos.numpy(), neg.numpy()
         ap, auc = link_metrics(pos, neg)
         aps.append(ap)
         aucs.append(auc)

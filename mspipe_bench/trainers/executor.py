@@ -32,6 +32,7 @@ import torch
 
 from mspipe_bench.stages.stages import Batch, StageContext, StageError, run_stage
 from mspipe_bench.trainers.rules import (
+    COMM_STAGES,
     STAGES,
     WARMUP_STALENESS,
     Schedule,
@@ -77,8 +78,10 @@ class IterationRecord:
     roots: int
     sampled_edges: int
     unique_nodes: int
+    events: int = 0  # events trained (a data-parallel rank: its share)
 
     def to_dict(self) -> dict:
+        comm = {c: self.times[c][1] - self.times[c][0] for c in COMM_STAGES if c in self.times}
         return {
             "epoch": self.epoch,
             "i": self.i,
@@ -90,6 +93,7 @@ class IterationRecord:
             "loss": self.loss,
             "durations": {s: self.times[s][1] - self.times[s][0] for s in STAGES},
             **{k: getattr(self, k) for k in WORK_FIELDS},
+            **({"comm": comm} if comm else {}),  # data-parallel runs: collectives of this iteration (seconds)
         }
 
 
@@ -110,6 +114,8 @@ class Executor:
             for b in batches:
                 for stage in STAGES:
                     run_stage(self.ctx, stage, b)
+                    if self.ctx.dist is not None:
+                        self.ctx.dist.flush(self.ctx, b)
                     if stage == "M":
                         self._check_staleness(b)
                 self._finish(b)
@@ -150,6 +156,7 @@ class Executor:
             roots=b.sampled.num_roots,
             sampled_edges=b.sampled.num_sampled_edges,
             unique_nodes=len(b.sampled.unique_nid),
+            events=b.size,
         )
 
     # ------------------------------------------------------------------ pipelined
@@ -219,6 +226,8 @@ class Executor:
             raise interrupted
 
     def _fail(self, exc: BaseException) -> None:
+        if self.ctx.dist is not None:  # a data-parallel rank reports a failure and exits at once (peers stop)
+            self.ctx.dist.fail(exc)
         with self._cond:
             if self._error is None:
                 self._error = exc
@@ -279,12 +288,17 @@ class Executor:
         i = b.i
         if i == 0:
             return 1, None
+        dist = self.ctx.dist
         if not self.estimator.ready():  # warm-up: no estimate of every stage yet (U(0) not finished)
-            return min(WARMUP_STALENESS, self.schedule.max_staleness), None
+            k = min(WARMUP_STALENESS, self.schedule.max_staleness)
+            return (k if dist is None else dist.agree_k(k)), None
         with self._cond:
             f_end = self._view.end[("F", i)]
             self._view.now = time.perf_counter()  # running stages end, pending ones start, no earlier than now
             k, _ = choose_staleness(self._view, i, f_end)
+        if dist is not None:  # every rank uses the largest of the ranks' bounds (outside the lock: it waits)
+            k = dist.agree_k(k)
+        with self._cond:
             self._view.k[i] = k
             return k, delayed_fetch_start(self._view, i, f_end, k, self.estimator.fetch_margin())
 
@@ -296,6 +310,8 @@ class Executor:
         with self._cond:
             self._view.start[(stage, b.i)] = time.perf_counter()
         run_stage(self.ctx, stage, b)
+        if self.ctx.dist is not None:
+            self.ctx.dist.flush(self.ctx, b)
         if stage == "M":
             self._check_staleness(b)
         start, end, _ = b.times[stage]

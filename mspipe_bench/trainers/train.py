@@ -64,7 +64,7 @@ def train(
             if bar is not None:
                 bar.close()
                 bar = None
-            n_events = sum(b.size for b in batches)
+            n_events = sum(b.global_size for b in batches)  # data-parallel: every rank counts the global batch
             train_events += n_events
             train_seconds += seconds
             res.iterations.extend(records)
@@ -90,6 +90,11 @@ def train(
                     "memory": ctx.store.snapshot(),
                 }
     except KeyboardInterrupt:
+        res.interrupted = True
+    except Exception:
+        # a data-parallel rank being interrupted: its collectives fail as its peers are stopped
+        if ctx.dist is None or not ctx.dist.interrupted:
+            raise
         res.interrupted = True
     finally:
         if bar is not None:
