@@ -8,6 +8,7 @@ import types
 import typing
 from typing import Any, Iterable
 
+from mspipe_bench.errors import UserError
 from mspipe_bench.harness.run import RunSpec, cli_option, default, spec_from_options
 
 # the fields a command that runs one model on one dataset with one trainer and seed takes as single values
@@ -86,18 +87,48 @@ def format_summary(result: dict) -> str:
     return f"{c['label']}  [{result['status']}]\n" + text_table(rows)
 
 
+def _checkpointer(args):
+    """The run's :class:`Checkpointer` from --checkpoint-dir / --checkpoint-every / --resume, or None."""
+    from mspipe_bench.trainers.checkpoint import Checkpointer
+
+    if args.resume and args.checkpoint_dir and args.checkpoint_dir != args.resume:
+        raise UserError(f"--checkpoint-dir {args.checkpoint_dir}: a resumed run keeps saving into its --resume "
+                        f"directory ({args.resume}); drop --checkpoint-dir")
+    if args.checkpoint_every is not None and not (args.checkpoint_dir or args.resume):
+        raise UserError("--checkpoint-every: needs --checkpoint-dir DIR")
+    if args.resume:
+        return Checkpointer(args.resume, args.checkpoint_every, resume=True, out=args.out)
+    if args.checkpoint_dir:
+        return Checkpointer(args.checkpoint_dir, args.checkpoint_every, out=args.out)
+    return None
+
+
+def _resumed_spec(args, checkpoints) -> RunSpec:
+    """The checkpointed run's spec; run options given with --resume must agree with it (checked, with the
+    model config and dataset, when the checkpoint is bound to the run)."""
+    given = {name: getattr(args, name) for name in RunSpec.model_fields
+             if hasattr(args, name) and getattr(args, name) != default(name)}
+    return spec_from_options({**checkpoints.spec_values(), **given})
+
+
 def _cmd(args) -> int:
     from mspipe_bench.harness.launch import run_spawned, run_torchrun, torchrun_spec, torchrun_world
     from mspipe_bench.harness.run import check_inputs, check_output_file, default_result_path, run, write_json_atomic
 
-    spec = spec_from_args(args)
+    checkpoints = _checkpointer(args)
+    spec = spec_from_args(args) if checkpoints is None or checkpoints.meta is None else _resumed_spec(args, checkpoints)
     under_torchrun = torchrun_world() is not None
     if under_torchrun:
         spec = torchrun_spec(spec)
+    if checkpoints is not None and (under_torchrun or spec.nprocs > 1):
+        raise UserError("--checkpoint-dir/--resume: not supported in data-parallel runs (--nprocs > 1, torchrun)")
     # checked before the dataset is loaded: a bad model, dataset path or output path must not cost a run
     check_inputs([spec])
-    out = check_output_file(args.out or default_result_path(spec, args.results_dir),
-                            "--out" if args.out else "--results-dir")
+    out_given = args.out or (checkpoints.out if checkpoints is not None else None)
+    out = check_output_file(out_given or default_result_path(spec, args.results_dir),
+                            "--out" if out_given else "--results-dir")
+    if checkpoints is not None:
+        checkpoints.out = str(out)
     if under_torchrun or spec.nprocs > 1:  # data-parallel (docs/design.md §7): rank 0 writes the result
         if under_torchrun:
             if run_torchrun(spec, str(out), progress=not args.quiet) is None:  # not rank 0
@@ -111,7 +142,7 @@ def _cmd(args) -> int:
 
         result = load_result(out)
     else:
-        result = run(spec, progress=not args.quiet)
+        result = run(spec, progress=not args.quiet, checkpoints=checkpoints)
         write_json_atomic(out, result)
     print(format_summary(result))
     print(f"result written to {out}")
@@ -135,4 +166,13 @@ def register(sub) -> None:
     p.add_argument("--results-dir", default="runs",
                    help="directory for the default result path (default: runs, which git ignores)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--checkpoint-dir", metavar="DIR", default=None,
+                   help="save checkpoints of the run into DIR (atomically; the newest two are kept): after every "
+                   "epoch and, with --checkpoint-every, inside epochs. Not part of the run's key")
+    p.add_argument("--checkpoint-every", metavar="N", type=int, default=None,
+                   help="also checkpoint every N training iterations inside an epoch (the pipelined trainers "
+                   "drain at each checkpoint)")
+    p.add_argument("--resume", metavar="DIR", default=None,
+                   help="continue the run checkpointed in DIR from its newest complete checkpoint (run options "
+                   "come from the checkpoint; the result goes where the first run's would have, unless --out)")
     p.set_defaults(func=_cmd)

@@ -374,15 +374,17 @@ def check_inputs(specs: Iterable[RunSpec]) -> None:
                 raise FileNotFoundError(f"dataset {spec.dataset!r}: no such file or directory")
 
 
-def run(spec: RunSpec, progress: bool = False, hook=None) -> dict:
+def run(spec: RunSpec, progress: bool = False, hook=None, checkpoints=None) -> dict:
     """Run one experiment and return its result dict (not written). ``hook`` is the test-only stage hook."""
-    return run_context(spec, progress, hook)[1]
+    return run_context(spec, progress, hook, checkpoints=checkpoints)[1]
 
 
-def run_context(spec: RunSpec, progress: bool = False, hook=None, dist=None):
+def run_context(spec: RunSpec, progress: bool = False, hook=None, dist=None, checkpoints=None):
     """:func:`run`, also returning the trained :class:`StageContext` (model, optimiser, memory) for checks.
     ``dist``: this process's :class:`~mspipe_bench.trainers.distributed.DistRank` in a data-parallel run
-    (``harness/launch.py``); rank 0's result then holds every rank's stage totals and timeline."""
+    (``harness/launch.py``); rank 0's result then holds every rank's stage totals and timeline.
+    ``checkpoints``: a :class:`~mspipe_bench.trainers.checkpoint.Checkpointer` (``run --checkpoint-dir`` /
+    ``--resume``); not part of the spec or its key: where a run is saved does not change what is measured."""
     import torch
 
     from mspipe_bench.data import features
@@ -412,8 +414,13 @@ def run_context(spec: RunSpec, progress: bool = False, hook=None, dist=None):
     ctx = make_context(graph, cfg, seed=spec.seed, mitigation=mitigation, negatives=spec.negatives)
     ctx.hook = hook
     if dist is not None:
+        if checkpoints is not None:
+            raise UserError("--checkpoint-dir/--resume: not supported in data-parallel runs (--nprocs > 1)")
         dist.attach(ctx)
-    res = train(ctx, schedule, split, cfg.train.epochs, progress=progress, max_iterations=spec.max_iterations)
+    if checkpoints is not None:
+        checkpoints.bind(spec, cfg, graph)  # a resumed checkpoint of another run is refused here
+    res = train(ctx, schedule, split, cfg.train.epochs, progress=progress, max_iterations=spec.max_iterations,
+                checkpoints=checkpoints)
     config = spec.model_dump()
     config.update(batch_size=cfg.train.batch_size, epochs=cfg.train.epochs, key=spec.key(), label=spec.label(),
                   model_config=cfg.to_dict(), world_size=1 if dist is None else dist.world_size)
@@ -436,6 +443,8 @@ def run_context(spec: RunSpec, progress: bool = False, hook=None, dist=None):
             "rows": [list(r) for r in ctx.timeline.rows],
         },
     }
+    if checkpoints is not None:  # where it was saved and resumed from (timings of a resumed run are its own)
+        result["checkpoint"] = checkpoints.record()
     if dist is not None:
         dist.complete_result(result, res.iterations, ctx.timeline.rows, res.interrupted)
     return ctx, result

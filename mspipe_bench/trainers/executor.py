@@ -119,7 +119,9 @@ class Executor:
                     if stage == "M":
                         self._check_staleness(b)
                 self._finish(b)
-        records = [self._record(b, batches[b.i - 1] if b.i else None) for b in batches]
+        # the first iteration of a segment (a run resumed or checkpointed inside an epoch) records no bubble:
+        # the drain and the checkpoint before it are not the schedule's
+        records = [self._record(b, batches[n - 1] if n else None) for n, b in enumerate(batches)]
         for b in batches:  # release blocks and tensors, keep nothing per batch but the record
             b.sampled = b.edge_feats = b.node_feat = b.event_feat = None
         return records
@@ -175,9 +177,19 @@ class Executor:
         self._conds = {name: threading.Condition(self._lock) for name in thread_stages}  # one per worker thread
         # worker -> the prerequisites it is waiting for, and the start it is delayed to (mspipe's M) or None
         self._waiting: dict[str, tuple[list, float | None]] = {}
-        self._done = {s: 0 for s in STAGES}
+        # ``batches`` may be a segment of an epoch starting at iteration a = batches[0].i > 0 (checkpoints,
+        # trainers/checkpoint.py): Batch.i stays the epoch's iteration index (sampling seed, observed staleness,
+        # records), and every stage of the iterations before a has finished (the executor drained)
+        a = batches[0].i
+        self._done = {s: a for s in STAGES}
         self._error: BaseException | None = None
         self._view = TimelineView(self.schedule, tau=self.estimator.get)
+        if a:  # the predictions of mspipe's k reach back at most this far; earlier stages ended by now
+            now = time.perf_counter()
+            reach = max(self.schedule.staleness, self.schedule.max_staleness, self.schedule.prefetch)
+            for j in range(max(0, a - reach), a):
+                for s in STAGES:
+                    self._view.end[(s, j)] = now
         self._threads = torch.get_num_threads()
         old_switch = sys.getswitchinterval()
         sys.setswitchinterval(GIL_SWITCH_S)

@@ -15,6 +15,7 @@ import numpy as np
 
 from mspipe_bench.data.graph import Split
 from mspipe_bench.stages.stages import StageContext
+from mspipe_bench.trainers.checkpoint import Checkpointer, LoopState
 from mspipe_bench.trainers.evaluate import evaluate
 from mspipe_bench.trainers.executor import WORK_FIELDS, Executor, IterationRecord
 from mspipe_bench.trainers.rules import STAGES, Schedule, StageEstimator
@@ -36,38 +37,51 @@ def train(
     epochs: int,
     progress: bool = False,
     max_iterations: int | None = None,
+    checkpoints: Checkpointer | None = None,
 ) -> TrainResult:
     """Train ``epochs`` epochs (optionally only the first ``max_iterations`` iterations of each, for quick
     comparisons) and test the best epoch. KeyboardInterrupt returns the partial result marked
-    ``interrupted``; a stage failure propagates as StageError (workers already stopped)."""
+    ``interrupted``; a stage failure propagates as StageError (workers already stopped). ``checkpoints``:
+    resume from its checkpoint (if any), run each epoch in segments and save at their boundaries and after
+    each epoch (``trainers/checkpoint.py``)."""
     res = TrainResult()
     estimator = StageEstimator()
     executor = Executor(ctx, schedule, estimator)
-    best_ap, best_state = -1.0, None
-    train_events = train_seconds = 0.0
+    loop = LoopState()
+    if checkpoints is not None:
+        checkpoints.restore(ctx, res, loop, estimator)
     bar = None
     try:
-        for epoch in range(epochs):
-            ctx.store.reset()
-            ctx.version_base = 0
+        for epoch in range(loop.epoch, epochs):
+            if loop.i == 0:  # a new epoch (not one resumed from a checkpoint inside it)
+                ctx.store.reset()
+                ctx.version_base = 0
+                loop.epoch, loop.epoch_seconds = epoch, 0.0
             batches = ctx.batches("train", split.train.start, split.train.stop, epoch)
             if max_iterations is not None:
                 batches = batches[:max_iterations]
             if progress:
                 from tqdm import tqdm
 
-                bar = tqdm(total=len(batches), desc=f"{schedule.trainer} epoch {epoch + 1}/{epochs}", leave=False)
+                bar = tqdm(total=len(batches), initial=loop.i, desc=f"{schedule.trainer} epoch {epoch + 1}/{epochs}",
+                           leave=False)
                 executor.on_iteration = lambda b: bar.update(1)
-            t0 = time.perf_counter()
-            records = executor.run_epoch(batches)
-            seconds = time.perf_counter() - t0
+            spans = [(loop.i, len(batches))] if checkpoints is None else checkpoints.segments(len(batches), loop.i)
+            for lo, hi in spans:
+                t0 = time.perf_counter()
+                res.iterations.extend(executor.run_epoch(batches[lo:hi]))
+                loop.epoch_seconds += time.perf_counter() - t0
+                loop.i = hi
+                if hi < len(batches):  # a segment boundary: the executor has drained
+                    checkpoints.save(ctx, res, loop, estimator)
             if bar is not None:
                 bar.close()
                 bar = None
+            records = [r for r in res.iterations if r.epoch == epoch]
+            seconds = loop.epoch_seconds
             n_events = sum(b.global_size for b in batches)  # data-parallel: every rank counts the global batch
-            train_events += n_events
-            train_seconds += seconds
-            res.iterations.extend(records)
+            loop.train_events += n_events
+            loop.train_seconds += seconds
             val = evaluate(ctx, "val", split.val.start, split.val.stop)
             res.epochs.append(
                 {
@@ -80,15 +94,18 @@ def train(
                     "wall_end_s": time.perf_counter() - ctx.timeline.origin,
                 }
             )
-            if val["ap"] > best_ap:
-                best_ap = val["ap"]
-                best_state = {
+            if val["ap"] > loop.best_ap:
+                loop.best_ap = val["ap"]
+                loop.best_state = {
                     "epoch": epoch,
                     "val": val,
                     "model": copy.deepcopy(ctx.model.state_dict()),
                     "optimizer": copy.deepcopy(ctx.optimizer.state_dict()),
                     "memory": ctx.store.snapshot(),
                 }
+            loop.epoch, loop.i = epoch + 1, 0
+            if checkpoints is not None:
+                checkpoints.save(ctx, res, loop, estimator)
     except KeyboardInterrupt:
         res.interrupted = True
     except Exception:
@@ -99,7 +116,8 @@ def train(
     finally:
         if bar is not None:
             bar.close()
-    res.metrics = summarize(res.iterations, train_events, train_seconds)
+    res.metrics = summarize(res.iterations, loop.train_events, loop.train_seconds)
+    best_state = loop.best_state
     if best_state is not None:
         ctx.model.load_state_dict(best_state["model"])
         ctx.store.restore(best_state["memory"])
