@@ -174,7 +174,7 @@ class Checkpointer:
         return meta
 
     def spec_values(self) -> dict:
-        """The run spec the resumed checkpoint was written by (as given, before resolving)."""
+        """The (resolved) run spec the resumed checkpoint was written by."""
         return dict(self.meta["spec"])
 
     # ------------------------------------------------------------------ binding
@@ -182,8 +182,7 @@ class Checkpointer:
         """Record what this run is; when resuming, refuse a checkpoint written by another run."""
         self._base = {
             "format": FORMAT,
-            "spec": spec.model_dump(mode="json"),
-            "resolved_spec": spec.resolved().model_dump(mode="json"),
+            "spec": spec.resolved().model_dump(mode="json"),
             "key": spec.key(),
             "label": spec.label(),
             "model_config": cfg.to_dict(),
@@ -194,7 +193,7 @@ class Checkpointer:
         if self.meta is None:
             return
         where = self.path / META
-        for field, what in (("resolved_spec", "run option"), ("model_config", "model config"),
+        for field, what in (("spec", "run option"), ("model_config", "model config"),
                             ("dataset", "dataset fingerprint")):
             diff = _first_difference(self.meta.get(field) or {}, self._base[field])
             if diff:
