@@ -11,3 +11,19 @@ from __future__ import annotations
 
 class UserError(ValueError):
     """Bad input from the user: one line naming the file, field and value; the CLI exits 2."""
+
+
+def read_yaml(path, what: str):
+    """Parse the YAML file ``path`` (a ``what``: "sweep spec", "profile", ...). A missing file is a
+    ``FileNotFoundError`` naming it, invalid YAML a :class:`UserError` with the parser's message on one line."""
+    from pathlib import Path
+
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} {p} not found")
+    try:
+        return yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{p}: not valid YAML: {' '.join(str(exc).split())}") from None

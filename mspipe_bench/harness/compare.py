@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mspipe_bench.errors import UserError
+from mspipe_bench.errors import UserError, read_yaml
 
 if TYPE_CHECKING:  # pandas is imported by the functions that need it (keeps `--help` fast)
     import pandas as pd
@@ -65,15 +65,8 @@ def load_tolerances(path: str | Path | None) -> Tolerances:
     is a UserError naming the file, the key and the value."""
     if path is None:
         return Tolerances()
-    import yaml
-
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"tolerances file {p} not found")
-    try:
-        doc = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{p}: not valid YAML: {' '.join(str(exc).split())}") from None
+    doc = read_yaml(p, "tolerances file") or {}
     if not isinstance(doc, dict):
         raise UserError(f"{p}: expected a mapping of tolerances ({', '.join(Tolerances.model_fields)}), "
                         f"found {type(doc).__name__}")

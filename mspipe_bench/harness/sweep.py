@@ -47,7 +47,7 @@ from typing import Annotated, Any, Callable, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from mspipe_bench.errors import UserError
+from mspipe_bench.errors import UserError, read_yaml
 from mspipe_bench.harness.run import (RunSpec, check_output_dir, default_result_path, validation_message,
                                       write_json_atomic, write_text_atomic)
 from mspipe_bench.trainers.rules import TRAINERS
@@ -168,15 +168,8 @@ def _spec_error(exc: ValidationError, doc: dict, where: str, options: dict[str, 
 
 def load_spec(path: str | Path) -> dict:
     """Read a sweep spec YAML into a dict (checked by :func:`expand`)."""
-    import yaml
-
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"sweep spec {p} not found")
-    try:
-        doc = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{p}: not valid YAML: {' '.join(str(exc).split())}") from None
+    doc = read_yaml(p, "sweep spec")
     if not isinstance(doc, dict):
         raise SpecError(f"{p}: a sweep spec must be a mapping of keys (models, datasets, trainers, ...)")
     return doc

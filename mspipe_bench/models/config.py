@@ -15,7 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mspipe_bench.errors import UserError
+from mspipe_bench.errors import UserError, read_yaml
 
 PRESET_DIR = Path(__file__).parent / "presets"
 PRESETS = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
@@ -139,11 +139,7 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> ModelC
     path = PRESET_DIR / f"{name_or_path}.yaml" if name_or_path in PRESETS else Path(name_or_path)
     if not path.exists():
         raise UserError(f"model {name_or_path!r} is neither a preset ({', '.join(PRESETS)}) nor a YAML file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML: {_one_line(exc)}") from None
-    data = data or {}
+    data = read_yaml(path, "model config") or {}
     where = str(path)
     for item in overrides or []:
         if "=" not in item:

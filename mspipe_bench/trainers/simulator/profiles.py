@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mspipe_bench.errors import UserError
+from mspipe_bench.errors import UserError, read_yaml
 from mspipe_bench.trainers.rules import STAGES
 from mspipe_bench.trainers.simulator.contention import Contention
 
@@ -212,16 +212,8 @@ def _user_error(path: Path, exc: ValidationError) -> UserError:
 
 def load_profile(path: str | Path) -> list[Profile]:
     """Load and validate a profile YAML (see the module docstring): one :class:`Profile` per entry."""
-    import yaml
-
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"profile {p} not found")
-    try:
-        doc = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"{p}: not valid YAML: {first}") from None
+    doc = read_yaml(p, "profile")
     if not isinstance(doc, dict):
         raise UserError(f"{p}: expected a mapping with fields {', '.join(ProfileFile.model_fields)}, "
                         f"got {type(doc).__name__}")
