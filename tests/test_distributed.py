@@ -382,3 +382,36 @@ def test_torchrun_one_node_and_two_nodes_give_the_same_result(tmp_path):
         assert {row[6].split("/")[0] for row in r["timeline"]["rows"]} == {"r0", "r1"}
     assert [it["loss"] for it in a["iterations"]] == [it["loss"] for it in b["iterations"]]
     assert a["metrics"]["test_ap"] == b["metrics"]["test_ap"] and a["epochs"][-1]["val_ap"] == b["epochs"][-1]["val_ap"]
+    check_views_of_a_multi_rank_result(one_node, tmp_path)
+
+
+def check_views_of_a_multi_rank_result(path: Path, tmp_path: Path) -> None:
+    """simulate --from, the Chrome trace, the Gantt lanes and the scaling figure read a W=2 result."""
+    from mspipe_bench.harness.plots import make_plots
+    from mspipe_bench.harness.trace import to_chrome_trace
+    from mspipe_bench.trainers.rules import make_schedule, thread_sort_key
+    from mspipe_bench.trainers.simulator import simulate, timeline_from_result
+
+    result = json.loads(path.read_text())
+    assert simulate(timeline_from_result(result), make_schedule("mspipe")).events_per_s > 0
+    names = [e["args"]["name"] for e in to_chrome_trace(result)["traceEvents"] if e["name"] == "thread_name"]
+    assert names == sorted(names, key=thread_sort_key) and names[0].startswith("r0/") and names[-1].startswith("r1/")
+    stages = {e["name"].split("#")[0] for e in to_chrome_trace(result)["traceEvents"] if e["ph"] == "X"}
+    assert {"AR", "AG", "T", "U"} <= stages
+    # a W=1 twin (same workload, twice the time) makes the scaling figure
+    single = json.loads(path.read_text())
+    single["config"]["world_size"] = 1
+    single["metrics"]["train_events_per_s"] /= 1.5
+    (tmp_path / "w1").mkdir()
+    (tmp_path / "w1" / "single.json").write_text(json.dumps(single))
+    report = make_plots([path, tmp_path / "w1" / "single.json"], tmp_path / "figs", formats=("png",),
+                        only=["scaling"])
+    assert (tmp_path / "figs" / "scaling.png").is_file(), report
+
+
+def test_simulate_predicts_data_parallel_stage_times():
+    from mspipe_bench.trainers.simulator import data_parallel, parse_comm, stage_times
+
+    st = stage_times({"S": 2.0, "F": 1.0, "M": 2.0, "T": 20.0, "U": 3.0}, iterations=4)
+    per = data_parallel(st, 2, parse_comm("AR=1ms,AG=0.5ms")).per_iteration[0]
+    assert per == pytest.approx({"S": 1.0, "F": 0.5, "M": 1.0, "T": 10.001, "U": 3.0005})

@@ -74,6 +74,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--figure", metavar="FILE",
                    help=f"with --sweep-contention: where to write the figure (.png/.pdf/.svg; default "
                    f"{DEFAULT_FIGURE} in the current directory)")
+    p.add_argument("--nprocs", type=int, default=1, metavar="W",
+                   help="predict a W-rank data-parallel run from these (single-process) stage times: S, F, M, T "
+                   "take 1/W of their time, T adds the gradient all-reduce, U (the merged write of the whole "
+                   "batch) the all-gather (--comm); docs/design.md §7 (default 1)")
+    p.add_argument("--comm", metavar="AR=..,AG=..[,KA=..] | RESULT.json",
+                   help="with --nprocs: communication seconds per iteration (suffix ms allowed), or a data-parallel "
+                   "result file whose measured means to use (default: none, the ideal)")
     p.add_argument("--json", action="store_true", help="print one JSON object (a list for --profile or a sweep)")
     p.add_argument("--per-iteration", action="store_true",
                    help="with --json: include per-iteration k, observed staleness and bubbles")
@@ -277,6 +284,30 @@ def _inputs(args: argparse.Namespace) -> list[_Input]:
     return out
 
 
+def _data_parallel(inp: _Input, args: argparse.Namespace) -> _Input:
+    """``--nprocs W``: the input's stage times as one rank of a W-rank run would see them."""
+    from mspipe_bench.trainers import simulator
+
+    if args.nprocs < 1:
+        raise UserError(f"--nprocs must be >= 1, got {args.nprocs}")
+    if args.comm is None:
+        comm = simulator.parse_comm("")
+    elif Path(args.comm).is_file():
+        from mspipe_bench.harness.results import read_json
+
+        try:
+            comm = simulator.comm_from_result(read_json(Path(args.comm)))
+        except UserError as exc:
+            raise UserError(f"--comm {args.comm}: {exc}") from None
+    else:
+        comm = simulator.parse_comm(args.comm)
+    st = simulator.data_parallel(simulator.stage_times(inp.tau, inp.iterations), args.nprocs, comm)
+    desc = dict(inp.desc, nprocs=args.nprocs, comm_s=comm)
+    return _Input(st, inp.iterations, inp.batch_size, desc, f"{inp.title}, as {args.nprocs} data-parallel ranks",
+                  [*inp.lines, f"  per rank: {_fmt_tau(st.mean())}"], f"{inp.label} W={args.nprocs}",
+                  inp.per_epoch_sums, inp.contention, inp.file_lines)
+
+
 def _figure_path(args: argparse.Namespace) -> Path | None:
     """Validated before anything is simulated."""
     if args.sweep_contention is None:
@@ -371,6 +402,8 @@ def run(args: argparse.Namespace) -> int:
     factors = simulator.parse_factors(args.sweep_contention) if args.sweep_contention is not None else None
     figure = _figure_path(args)
     inputs = _inputs(args)
+    if args.nprocs != 1 or args.comm is not None:
+        inputs = [_data_parallel(inp, args) for inp in inputs]
 
     if factors is not None:
         return _sweep(inputs, args, trainers, factors, cli_contention, figure)

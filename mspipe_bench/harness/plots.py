@@ -21,7 +21,7 @@ from mspipe_bench.errors import UserError
 from mspipe_bench.harness.analysis import (ResultCache, measured_vs_simulated_table, model_dataset_groups, pick_runs,
                                            stage_times, timeline_rows)
 from mspipe_bench.harness.variants import order_variants, variant_color
-from mspipe_bench.trainers.rules import STAGE_NAMES, STAGES, THREAD_ORDER
+from mspipe_bench.trainers.rules import STAGE_NAMES, STAGES, THREAD_ORDER, thread_sort_key
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -464,7 +464,10 @@ def plot_gantt(plt, data: PlotData, row: pd.Series, n_show: int = GANTT_ITERATIO
     end_meas = max(end for i, _, _, end, _ in measured if i < n_show) - t0
     end_sim = max(end for i, _, _, end, _ in simulated if i < n_show)
     xmax = max(end_meas, end_sim) * 1e3 * 1.02
-    lanes = [ln for ln in THREAD_ORDER if ln in {t for *_, t in measured} | {w for *_, w in simulated}]
+    if any("/" in t for *_, t in measured):  # data-parallel: rank 0's stage times simulated, every rank measured
+        simulated = [(i, s, start, end, f"r0/{worker}") for i, s, start, end, worker in simulated]
+    lanes = sorted({t for *_, t in measured} | {w for *_, w in simulated}, key=thread_sort_key)
+    lanes = [ln for ln in lanes if thread_sort_key(ln)[1] < len(THREAD_ORDER)]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(12.0, 1.2 + 2 * (0.42 * len(lanes) + 0.9)), sharex=True)
     _draw_lanes(ax1, measured, n_show, t0, lanes, xmax)
     _draw_lanes(ax2, simulated, n_show, 0.0, lanes, xmax)
@@ -600,6 +603,38 @@ def _gantt_runs(data: PlotData) -> dict[str, pd.Series]:
                      + [v for v in pipelined if not v.startswith("mspipe")])
 
 
+# ------------------------------------------------------------------------------------------- scaling
+def plot_scaling(plt, data: PlotData) -> Any:
+    """Data-parallel scaling (docs/design.md §7): per model x dataset x intra-op threads, events/s and scaling
+    efficiency (events/s at W over W x the same trainer's events/s at W=1) against the number of ranks W."""
+    df = data.df
+    if df.empty or "config.world_size" not in df or df["config.world_size"].nunique() < 2:
+        raise Skip("no runs with different numbers of ranks (run --nprocs W)")
+    df = df.assign(**{"config.world_size": df["config.world_size"].fillna(1).astype(int)})
+    groups = list(df.groupby(["config.model", "dataset_label", "config.torch_threads"]).groups)
+    fig, axes = plt.subplots(len(groups), 2, figsize=(11.0, 3.2 * len(groups) + 0.6), squeeze=False)
+    for row, (model, ds, threads) in enumerate(groups):
+        sub = df[(df["config.model"] == model) & (df["dataset_label"] == ds) & (df["config.torch_threads"] == threads)]
+        for trainer in order_variants(sub["config.trainer"].unique()):
+            t = sub[sub["config.trainer"] == trainer].groupby("config.world_size")["metrics.train_events_per_s"].mean()
+            color = variant_color(trainer)
+            axes[row, 0].plot(t.index, t.values, marker="o", color=color, label=trainer)
+            if 1 in t.index:
+                eff = t / (t.index.to_numpy() * t.loc[1])
+                axes[row, 1].plot(eff.index, eff.values * 100, marker="o", color=color, label=trainer)
+        axes[row, 0].set_ylabel("training events/s")
+        axes[row, 1].set_ylabel("scaling efficiency (%)")
+        axes[row, 1].axhline(100, color="black", linestyle="--", linewidth=0.8)
+        for ax in axes[row]:
+            ax.set_xlabel("data-parallel ranks W")
+            ax.set_xticks(sorted(sub["config.world_size"].unique()))
+            ax.set_title(f"{model} / {ds}, {threads} thread{'s' if threads != 1 else ''} per rank", loc="left")
+        axes[row, 0].legend(fontsize=8)
+    fig.suptitle("Data-parallel scaling: events/s, and efficiency = events/s(W) / (W x events/s(1)) per trainer")
+    fig.tight_layout()
+    return fig
+
+
 @dataclass(frozen=True)
 class FigureKind:
     name: str
@@ -628,6 +663,8 @@ FIGURES: dict[str, FigureKind] = {f.name: f for f in (
     FigureKind("measured_vs_simulated", "per trainer, measured events/s next to the events/s simulated from the "
                "same-seed sequential run's stage times; pipeline efficiency = measured / simulated",
                plot_measured_vs_simulated),
+    FigureKind("scaling", "data-parallel runs (--nprocs W): events/s and scaling efficiency against W per trainer",
+               plot_scaling),
 )}
 
 

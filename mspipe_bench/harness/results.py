@@ -53,14 +53,15 @@ TIMELINE_COLUMNS = ["phase", "epoch", "i", "stage", "start", "end", "thread"]
 # config fields that make two runs the same workload (everything but the schedule)
 WORKLOAD_KEYS = ("config.model", "config.dataset", "config.seed", "config.epochs", "config.batch_size",
                  "config.max_iterations", "config.overrides", "config.negatives", "config.val_ratio",
-                 "config.test_ratio", "config.torch_threads")
+                 "config.test_ratio", "config.torch_threads", "config.world_size")
 # identity of a run for comparisons (not its absolute time)
 MATCH_KEYS = ("config.model", "config.dataset", "config.trainer", "config.staleness", "config.mitigation",
-              "config.seed", "config.epochs", "config.batch_size", "config.max_iterations", "config.negatives")
+              "config.seed", "config.epochs", "config.batch_size", "config.max_iterations", "config.negatives",
+              "config.world_size")
 CONFIG_COLUMNS = ("model", "dataset", "trainer", "staleness", "max_staleness", "prefetch", "mitigation", "seed",
                   "epochs", "batch_size", "max_iterations", "overrides", "negatives", "val_ratio", "test_ratio",
-                  "torch_threads", "key", "label")
-CONFIG_DEFAULTS = {"negatives": "all"}  # fields added to the schema later: their value in older files
+                  "torch_threads", "world_size", "key", "label")
+CONFIG_DEFAULTS = {"negatives": "all", "world_size": 1}  # fields added to the schema later: their value in older files
 
 
 RESULT_PATTERNS = ("*.json", "*.json.gz")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable
 
 from mspipe_bench.errors import UserError
-from mspipe_bench.trainers.rules import THREAD_ORDER
+from mspipe_bench.trainers.rules import thread_sort_key
 
 STAGE_COLORS = {  # chrome://tracing reserved colour names
     "S": "thread_state_runnable",
@@ -25,10 +25,6 @@ STAGE_COLORS = {  # chrome://tracing reserved colour names
     "T": "good",
     "U": "terrible",
 }
-
-
-def _thread_sort_key(name: str) -> tuple[int, str]:
-    return (THREAD_ORDER.index(name) if name in THREAD_ORDER else len(THREAD_ORDER), name)
 
 
 def trace_events(result: dict, pid: int = 1) -> list[dict]:
@@ -43,7 +39,7 @@ def trace_events(result: dict, pid: int = 1) -> list[dict]:
     rows = tl["rows"]
     iters = {(it.get("epoch"), it.get("i")): it for it in result.get("iterations", [])}
 
-    threads = sorted({str(r[idx["thread"]]) for r in rows}, key=_thread_sort_key)
+    threads = sorted({str(r[idx["thread"]]) for r in rows}, key=thread_sort_key)
     tids = {name: n + 1 for n, name in enumerate(threads)}
     label = result.get("config", {}).get("label", "run")
     events: list[dict] = [

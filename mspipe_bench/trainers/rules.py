@@ -97,6 +97,17 @@ WORKER_NAMES = frozenset(PIPELINE_WORKERS) | frozenset(CHAIN_WORKERS)
 THREAD_ORDER = (*PIPELINE_WORKERS, *SEQUENTIAL_WORKERS, "MainThread")
 
 
+def thread_sort_key(name: str) -> tuple[int, int, str]:
+    """Display order of a timeline thread: by rank (a data-parallel run names its threads ``r<rank>/<thread>``,
+    one lane group per rank), then by :data:`THREAD_ORDER`."""
+    rank, sep, thread = name.partition("/")
+    if sep and rank[:1] == "r" and rank[1:].isdigit():
+        rank_no, name = int(rank[1:]), thread
+    else:
+        rank_no = -1
+    return rank_no, THREAD_ORDER.index(name) if name in THREAD_ORDER else len(THREAD_ORDER), name
+
+
 def workers(schedule: Schedule) -> dict[str, tuple[str, ...]]:
     """Which thread runs which stages (the executor's threads, the simulator's lanes)."""
     if not schedule.pipelined:

@@ -19,7 +19,8 @@ from mspipe_bench.trainers.simulator.engine import (
     summarize,
     sweep_contention,
 )
-from mspipe_bench.trainers.simulator.inputs import StageTimes, parse_tau, stage_times, timeline_from_result
+from mspipe_bench.trainers.simulator.inputs import (StageTimes, comm_from_result, data_parallel, parse_comm, parse_tau,
+                                                    stage_times, timeline_from_result)
 from mspipe_bench.trainers.simulator.profiles import Profile, ProfileFile, load_profile
 
 __all__ = [

@@ -202,3 +202,58 @@ def timeline_from_result(result: Mapping[str, Any], epochs: str | int = "first")
         per.append({s: _check_seconds(d[s], f"{what} {s}") for s in STAGES})
     return StageTimes(per, batch_size=batch_size, source=f"measured stage times, {label}")
 
+
+
+# --------------------------------------------------------------------------------------------------------
+# Data-parallel prediction (simulate --nprocs; docs/design.md §7)
+# --------------------------------------------------------------------------------------------------------
+
+
+def parse_comm(text: str) -> dict[str, float]:
+    """``--comm``: ``"AR=2ms,AG=1ms[,KA=0.1ms]"`` (seconds per iteration; a value may end in ``ms`` or ``s``;
+    a missing one is 0)."""
+    from mspipe_bench.trainers.rules import COMM_STAGES
+
+    out = {c: 0.0 for c in COMM_STAGES}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        key, sep, raw = (x.strip() for x in part.partition("="))
+        if not sep or key not in COMM_STAGES:
+            raise UserError(f"--comm: expected NAME=SECONDS with NAME one of {', '.join(COMM_STAGES)}, got {part!r}")
+        scale, num = (1e-3, raw[:-2]) if raw.endswith("ms") else (1.0, raw.removesuffix("s"))
+        try:
+            value = float(num) * scale
+        except ValueError:
+            raise UserError(f"--comm: {key} time {raw!r} is not a number") from None
+        if not math.isfinite(value) or value < 0:
+            raise UserError(f"--comm: {key} time must be a finite number >= 0, got {raw!r}")
+        out[key] = value
+    return out
+
+
+def comm_from_result(result: Mapping[str, Any]) -> dict[str, float]:
+    """Mean communication seconds per training iteration of a data-parallel result (rank 0's records)."""
+    from mspipe_bench.trainers.rules import COMM_STAGES
+
+    iters = [it for it in result.get("iterations", []) if isinstance(it, Mapping)]
+    with_comm = [it["comm"] for it in iters if isinstance(it.get("comm"), Mapping)]
+    if not with_comm:
+        raise UserError("result has no communication times (not a data-parallel run: config.world_size 1)")
+    return {c: sum(float(d.get(c, 0.0)) for d in with_comm) / len(iters) for c in COMM_STAGES}
+
+
+def data_parallel(st: StageTimes, world: int, comm: Mapping[str, float]) -> StageTimes:
+    """One rank's stage times in a ``world``-rank run, predicted from a single-process run's: S, F, M and T
+    work on 1/``world`` of the batch (T then waits for the gradient all-reduce ``AR``; M for mspipe's k
+    agreement ``KA``); U applies the merged write of the whole global batch, as one process does, after the
+    all-gather ``AG``. Ignores that the ranks share the machine's cores (see ``--contention``)."""
+    if world < 1:
+        raise UserError(f"--nprocs must be >= 1, got {world}")
+    per = [{"S": it["S"] / world, "F": it["F"] / world, "M": it["M"] / world + comm.get("KA", 0.0),
+            "T": it["T"] / world + comm.get("AR", 0.0), "U": it["U"] + comm.get("AG", 0.0)}
+           for it in st.per_iteration]
+    const = None if st.constant is None else per[0]
+    return StageTimes(per, batch_size=st.batch_size, constant=const,
+                      source=f"{st.source}, predicted for {world} data-parallel ranks "
+                      f"(communication per iteration: {', '.join(f'{k} {v * 1e3:.2f} ms' for k, v in comm.items())})")
