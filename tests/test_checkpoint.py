@@ -1,4 +1,4 @@
-"""Checkpoints (trainers/checkpoint.py, design.md §6): a run killed with SIGKILL and resumed ends bit-identical
+"""Checkpoints (trainers/checkpoint.py, docs/design.md §6): a run killed with SIGKILL and resumed ends bit-identical
 to an uninterrupted one (sequential; presample, which equals sequential bit for bit), a pipelined mspipe run
 resumes with its staleness bound intact, damaged and foreign checkpoints are refused, and only complete
 checkpoints count."""

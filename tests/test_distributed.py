@@ -415,3 +415,16 @@ def test_simulate_predicts_data_parallel_stage_times():
     st = stage_times({"S": 2.0, "F": 1.0, "M": 2.0, "T": 20.0, "U": 3.0}, iterations=4)
     per = data_parallel(st, 2, parse_comm("AR=1ms,AG=0.5ms")).per_iteration[0]
     assert per == pytest.approx({"S": 1.0, "F": 0.5, "M": 1.0, "T": 10.001, "U": 3.0005})
+
+
+def test_sweep_runs_a_data_parallel_point(tmp_path):
+    """A sweep spec's nprocs dimension runs that point on W ranks (rank 0 writes the result)."""
+    from mspipe_bench.cli import main
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f'models: [jodie]\ndatasets: ["{DATASET}"]\ntrainers: [sequential]\nseeds: [0]\nepochs: 1\n'
+                    'max_iterations: 3\nnprocs: [2]\nwarmup: false\n')
+    assert main(["sweep", str(spec), "--results-dir", str(tmp_path / "out")]) == 0
+    (path,) = [p for p in (tmp_path / "out").glob("*.json") if p.name != "manifest.json"]
+    result = json.loads(path.read_text())
+    assert result["config"]["world_size"] == 2 and "-w2" in result["config"]["label"]

@@ -169,7 +169,7 @@ def test_observed_staleness_never_exceeds_bound_random_tau(seed):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_no_bubble_means_observed_staleness_at_least_one(seed):
-    # design.md §2 implies: U(i-1) runs after T(i-1), and M(i) must end before T(i-1) ends for T not to
+    # docs/design.md §2 implies: U(i-1) runs after T(i-1), and M(i) must end before T(i-1) ends for T not to
     # wait, so an iteration without a bubble can never see U(i-1): observed staleness >= 1.
     rng = random.Random(100 + seed)
     n = 40

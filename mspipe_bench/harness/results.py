@@ -12,7 +12,7 @@ or gzip-compressed ``.json.gz``, read alike) into one pandas DataFrame, and deri
 - :func:`speedups` adds ``speedup_vs_sequential``: a run's training events/s over the ``sequential`` run of
   the same workload (model, dataset, seed, epochs, batch size, iteration cap, config overrides, threads),
   **in the same directory and on the same CPU** -- ratios are never formed across sweeps or machines
-  (design.md §4);
+  (docs/design.md §4);
 - :func:`text_table` is the one text-table formatter of the harness (trainer table, run summary, sweep plan).
 """
 

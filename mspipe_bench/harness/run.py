@@ -81,7 +81,7 @@ class RunSpec(BaseModel):
     # 1 by default: the pipelined trainers' sampler/loader/updater threads use the second core, and on a
     # shared 2-core machine a 2-thread OpenMP team spin-waits whenever another thread holds a core.
     torch_threads: int = _opt("torch intra-op threads, the same for every trainer (so presample stays "
-                              "bit-identical to sequential; see README)", cli="--threads", metavar="N", default=1,
+                              "bit-identical to sequential; docs/performance.md, threads)", cli="--threads", metavar="N", default=1,
                               ge=1)
     nprocs: int = _opt("data-parallel processes (ranks) on this machine, each with --threads intra-op threads; "
                        "--batch-size stays the global batch (docs/design.md §7). Under torchrun the world "
@@ -209,11 +209,8 @@ def variant_name(trainer: str, staleness=None, mitigation=None, max_staleness=No
 
 # glibc malloc: keep freed memory in the process instead of returning it to the kernel. By default a large
 # tensor is an mmap of its own until glibc's dynamic threshold has risen past its size, and the heap top is
-# trimmed after frees; the next iteration then page-faults the same memory in again. Measured on
-# TGN/Wikipedia, B=600 (benchmarks/allocator_faults.py): 1,900-3,000 minor faults per sequential iteration
-# by default, ~300 tuned, the iteration 1.08x faster; JODIE/APAN sequential unchanged. Pipelined efficiency
-# rose for all three models (benchmarks/paired_ratios.py with and without --default-allocator; README,
-# "Allocator").
+# trimmed after frees; the next iteration then page-faults the same memory in again
+# (benchmarks/allocator_faults.py measures it; docs/performance.md, "Allocator").
 MALLOC_MMAP_THRESHOLD = 1 << 30
 MALLOC_TRIM_THRESHOLD = 1 << 30  # mallopt takes a C int
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers (malloc.h)

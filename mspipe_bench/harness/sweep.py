@@ -22,7 +22,7 @@ key or a bad value is a :class:`SpecError` naming the file, the key and the valu
     <any other RunSpec field>: value   # max_staleness, prefetch, mitigation_lambda, overrides: [...], ...
     warmup: true                    # sweep option: one throwaway tiny run before the first real run
 
-Order (interleaving, design.md §4): for each seed, for each model x dataset (x other list-valued axes), every
+Order (interleaving, docs/design.md §4): for each seed, for each model x dataset (x other list-valued axes), every
 trainer in turn -- so the trainers compared with each other ran close together under the same machine
 conditions, and a killed sweep leaves complete comparisons behind.
 

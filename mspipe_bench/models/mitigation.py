@@ -1,4 +1,4 @@
-"""Staleness mitigation (design.md §3), computed online from the current store at M(i).
+"""Staleness mitigation (docs/design.md §3), computed online from the current store at M(i).
 
 Among the fetched nodes whose memory has been written before, those whose time since the last update is in
 the top ``quantile`` (default: stalest 1%) get ``s_v <- (1 - λ) s_v + λ · mean(s_u, u ∈ Sim(v))`` where

@@ -1,4 +1,4 @@
-"""The five stage functions (design.md §1), shared by every trainer and by evaluation.
+"""The five stage functions (docs/design.md §1), shared by every trainer and by evaluation.
 
 Each takes the run's :class:`StageContext` and one :class:`Batch` and fills the batch's fields:
 

@@ -1,4 +1,4 @@
-"""Checkpoints of a training run and resuming from them (design.md §6, "Checkpoints").
+"""Checkpoints of a training run and resuming from them (docs/design.md §6, "Checkpoints").
 
 ``run --checkpoint-dir DIR [--checkpoint-every N]`` saves, after every N training iterations inside an epoch
 (segment boundaries, where the executor has drained: every started stage finished, every U committed) and

@@ -1,4 +1,4 @@
-"""Data-parallel training on torch.distributed (design.md §7): what one rank of a W-process run does differently.
+"""Data-parallel training on torch.distributed (docs/design.md §7): what one rank of a W-process run does differently.
 
 - **Shares.** ``--batch-size B`` is the global batch; rank r trains the contiguous share :func:`share` of each
   global batch (sizes differ by at most one). Its negatives are the rank's slice of the global batch's draws

@@ -1,4 +1,4 @@
-"""The executor: runs one epoch's training iterations under a trainer's schedule (design.md §2).
+"""The executor: runs one epoch's training iterations under a trainer's schedule (docs/design.md §2).
 
 ``sequential`` runs S, F, M, T, U of each iteration in the calling thread. The pipelined trainers run the
 same stage functions in worker threads (``rules.workers``), each taking iterations in order: with a bound
@@ -44,12 +44,12 @@ from mspipe_bench.trainers.rules import (
     workers,
 )
 
-# Waiters are woken by notify_all on every completion and on a failure; the timeout is only a safety net.
+# A waiting worker is woken when a completion ends its wait (its own condition) or on a failure; the caller
+# when a worker exits or fails. The timeout is only a safety net.
 POLL_S = 0.1
 # While pipelined, the interpreter asks a thread holding the GIL to drop it after 0.5 ms instead of 5 ms:
-# the trainer thread re-acquires the GIL between torch ops and otherwise waits out the sampler's and
-# updater's pure-Python stretches (measured on TGN/Wikipedia: T 106 -> 101 ms per iteration under presample,
-# sequential 102 ms).
+# the trainer thread re-acquires the GIL between torch ops instead of waiting out the sampler's and
+# updater's pure-Python stretches (docs/performance.md, "Threads and the GIL").
 GIL_SWITCH_S = 0.0005
 # How long the caller waits for workers that have finished their loops to return (they only have to
 # release a lock and return, so this is only reached if the process is starved of CPU).
@@ -165,12 +165,9 @@ class Executor:
     def _run_pipelined(self, batches: list[Batch]) -> None:
         self._batches = batches
         # One lock guards the counters; each thread waits on its own condition over it and is woken only
-        # when what it waits for has happened (or on a failure). One shared condition with notify_all woke
-        # every worker and the caller on each of the five completions per iteration, and every wake-up takes
-        # the GIL from the trainer thread. JODIE/Wikipedia presample with a precomputed (free) S, as a ratio
-        # to sequential with the same free S: 0.90x and 0.87x before (6 and 10 paired rounds), 0.97x and
-        # 0.89x with these wake-ups alone (6 and 8), 1.01x once F also moved to the sampler thread
-        # (rules.workers; 8 rounds).
+        # when what it waits for has happened (or on a failure): every wake-up takes the GIL from the trainer
+        # thread, so waking all threads on each of the five completions per iteration cost T measurably
+        # (docs/performance.md).
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)  # the caller's: workers exiting, failures
         thread_stages = workers(self.schedule)
@@ -250,8 +247,8 @@ class Executor:
     def _worker(self, stages: tuple[str, ...]) -> None:
         try:
             # a new thread does not inherit the caller's intra-op thread count in every library torch uses:
-            # without this, the TGN train step ran ~10% slower in a worker thread than in the caller
-            # (interleaved, 30 steps each: 74.6 vs 66.5 ms; with this call 67.4 ms)
+            # without this, a train step runs measurably slower in a worker thread than in the caller
+            # (docs/performance.md, "Threads and the GIL")
             torch.set_num_threads(self._threads)
             for b in self._batches:
                 for stage in stages:
@@ -294,7 +291,7 @@ class Executor:
                 self._conds[name].notify()
 
     def _decide_k(self, b: Batch) -> tuple[int, float | None]:
-        """Bound and earliest start of M(b.i): fixed trainers k, no delay; mspipe per design.md §2."""
+        """Bound and earliest start of M(b.i): fixed trainers k, no delay; mspipe per docs/design.md §2."""
         if not self.schedule.adaptive:
             return self.schedule.fixed_k(), None
         i = b.i

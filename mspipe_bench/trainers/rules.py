@@ -1,6 +1,6 @@
 """Which stage may start when: the one definition shared by the real executor and the schedule simulator.
 
-design.md §2. Every trainer is a schedule of the same five stages S, F, M, T, U over iterations
+docs/design.md §2. Every trainer is a schedule of the same five stages S, F, M, T, U over iterations
 ``0, 1, 2, ...``. A stage ``X(i)`` may start when all its *prerequisites* ``(Y, j)`` have finished
 (pairs with ``j < 0`` are dropped). The rules:
 
@@ -83,11 +83,9 @@ class Schedule:
 # M(i) overlaps T(i-1) and U(i) overlaps T(i+1), so M (with F: they share the loading resource), T and U get
 # a thread each. With k = 1 everywhere, M(i) -> T(i) -> U(i) -> M(i+1) is a chain that can never overlap, so
 # one thread runs it and the critical path has no cross-thread hand-off (each costs a wake-up plus a GIL
-# acquisition while the sampler runs Python; JODIE/Wikipedia, gap between consecutive T's beyond M + U:
-# ~0.9 ms per iteration with the hand-offs, ~0.3 ms without). F then runs in the sampler's thread (F(i) after
-# S(i) and M(i-1) either way): a third thread waking up every iteration cost the trainer its GIL too
-# (JODIE/Wikipedia presample vs sequential, paired blocks, 8 rounds: 0.96x with a loader thread for F,
-# 1.02x without).
+# acquisition while the sampler runs Python). F then runs in the sampler's thread (F(i) after S(i) and M(i-1)
+# either way): a third thread waking up every iteration costs the trainer its GIL too. The measurements behind
+# both choices are in docs/performance.md.
 PIPELINE_WORKERS = {"sampler": ("S",), "loader": ("F", "M"), "trainer": ("T",), "updater": ("U",)}
 CHAIN_WORKERS = {"sampler": ("S", "F"), "trainer": ("M", "T", "U")}
 SEQUENTIAL_WORKERS = {"main": STAGES}
@@ -150,7 +148,7 @@ def prerequisites(schedule: Schedule, stage: str, i: int, k: int = 1) -> list[tu
 
 
 def k_min_steady_state(tau_m: float, tau_u: float, tau_t: float) -> int:
-    """design.md §2: ``k_min = 1 + ceil((tau_M + tau_U) / tau_T)`` in steady state with T the bottleneck."""
+    """docs/design.md §2: ``k_min = 1 + ceil((tau_M + tau_U) / tau_T)`` in steady state with T the bottleneck."""
     return 1 + math.ceil((tau_m + tau_u) / tau_t - 1e-12)
 
 
@@ -226,7 +224,7 @@ class TimelineView:
 
 
 def choose_staleness(view: TimelineView, i: int, f_end: float) -> tuple[int, bool]:
-    """design.md §2: the minimal ``k`` with ``max(end F(i), end U(i-k)) + tau_M <= end T(i-1)``, capped by
+    """docs/design.md §2: the minimal ``k`` with ``max(end F(i), end U(i-k)) + tau_M <= end T(i-1)``, capped by
     ``max_staleness``. Returns ``(k, feasible)``; when no k up to the cap avoids a wait, returns
     ``feasible=False`` (T will wait: a bubble) and the smallest k whose M(i) can start as early as with the
     cap (the cap itself when U(i-cap) is what M waits for; smaller when F(i) is the later one, e.g. when
@@ -246,7 +244,7 @@ def choose_staleness(view: TimelineView, i: int, f_end: float) -> tuple[int, boo
 
 
 def delayed_fetch_start(view: TimelineView, i: int, f_end: float, k: int, margin: float = 0.0) -> float:
-    """design.md §2: start M(i) at ``max(end F(i), end U(i-k), predicted end T(i-1) - tau_M - margin)``;
+    """docs/design.md §2: start M(i) at ``max(end F(i), end U(i-k), predicted end T(i-1) - tau_M - margin)``;
     ``margin`` (:meth:`StageEstimator.fetch_margin`) absorbs the jitter of the predictions."""
     memo: dict = {}
     return max(
