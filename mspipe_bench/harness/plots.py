@@ -605,31 +605,44 @@ def _gantt_runs(data: PlotData) -> dict[str, pd.Series]:
 
 # ------------------------------------------------------------------------------------------- scaling
 def plot_scaling(plt, data: PlotData) -> Any:
-    """Data-parallel scaling (docs/design.md §7): per model x dataset x intra-op threads, events/s and scaling
-    efficiency (events/s at W over W x the same trainer's events/s at W=1) against the number of ranks W."""
+    """Data-parallel scaling (docs/design.md §7): per model x dataset, events/s and scaling efficiency
+    (events/s at W over W x events/s of the same trainer and threads at W=1) against the number of ranks W;
+    a configuration measured at one W only (e.g. one process with two intra-op threads) is a dashed level."""
     df = data.df
     if df.empty or "config.world_size" not in df or df["config.world_size"].nunique() < 2:
         raise Skip("no runs with different numbers of ranks (run --nprocs W)")
     df = df.assign(**{"config.world_size": df["config.world_size"].fillna(1).astype(int)})
-    groups = list(df.groupby(["config.model", "dataset_label", "config.torch_threads"]).groups)
-    fig, axes = plt.subplots(len(groups), 2, figsize=(11.0, 3.2 * len(groups) + 0.6), squeeze=False)
-    for row, (model, ds, threads) in enumerate(groups):
-        sub = df[(df["config.model"] == model) & (df["dataset_label"] == ds) & (df["config.torch_threads"] == threads)]
+    groups = list(df.groupby(["config.model", "dataset_label"]).groups)
+    fig, axes = plt.subplots(len(groups), 2, figsize=(11.0, 3.4 * len(groups) + 0.6), squeeze=False)
+    styles = ["-", "--", ":", "-."]
+    for row, (model, ds) in enumerate(groups):
+        sub = df[(df["config.model"] == model) & (df["dataset_label"] == ds)]
+        ws = sorted(sub["config.world_size"].unique())
         for trainer in order_variants(sub["config.trainer"].unique()):
-            t = sub[sub["config.trainer"] == trainer].groupby("config.world_size")["metrics.train_events_per_s"].mean()
-            color = variant_color(trainer)
-            axes[row, 0].plot(t.index, t.values, marker="o", color=color, label=trainer)
-            if 1 in t.index:
-                eff = t / (t.index.to_numpy() * t.loc[1])
-                axes[row, 1].plot(eff.index, eff.values * 100, marker="o", color=color, label=trainer)
-        axes[row, 0].set_ylabel("training events/s")
+            for n, threads in enumerate(sorted(sub["config.torch_threads"].unique())):
+                sel = sub[(sub["config.trainer"] == trainer) & (sub["config.torch_threads"] == threads)]
+                t = sel.groupby("config.world_size")["metrics.train_events_per_s"].median()
+                if t.empty:
+                    continue
+                label = f"{trainer}, {threads} thread{'s' if threads != 1 else ''}/rank"
+                color = variant_color(trainer)
+                if len(t) == 1 and t.index[0] == 1:  # a single-process reference level
+                    axes[row, 0].axhline(t.iloc[0], color=color, linestyle=styles[n % 4], linewidth=1,
+                                         label=f"{label} (W=1)")
+                    continue
+                axes[row, 0].plot(t.index, t.values, marker="o", color=color, linestyle=styles[n % 4], label=label)
+                if 1 in t.index:
+                    eff = t / (t.index.to_numpy() * t.loc[1])
+                    axes[row, 1].plot(eff.index, eff.values * 100, marker="o", color=color,
+                                      linestyle=styles[n % 4], label=label)
+        axes[row, 0].set_ylabel("training events/s (median)")
         axes[row, 1].set_ylabel("scaling efficiency (%)")
         axes[row, 1].axhline(100, color="black", linestyle="--", linewidth=0.8)
         for ax in axes[row]:
             ax.set_xlabel("data-parallel ranks W")
-            ax.set_xticks(sorted(sub["config.world_size"].unique()))
-            ax.set_title(f"{model} / {ds}, {threads} thread{'s' if threads != 1 else ''} per rank", loc="left")
-        axes[row, 0].legend(fontsize=8)
+            ax.set_xticks(ws)
+            ax.set_title(f"{model} / {ds}", loc="left")
+        axes[row, 0].legend(fontsize=7.5)
     fig.suptitle("Data-parallel scaling: events/s, and efficiency = events/s(W) / (W x events/s(1)) per trainer")
     fig.tight_layout()
     return fig
