@@ -21,7 +21,7 @@ from mspipe_bench.errors import UserError
 from mspipe_bench.harness.analysis import (ResultCache, measured_vs_simulated_table, model_dataset_groups, pick_runs,
                                            stage_times, timeline_rows)
 from mspipe_bench.harness.variants import order_variants, variant_color
-from mspipe_bench.trainers.rules import STAGE_NAMES, STAGES, THREAD_ORDER, thread_sort_key
+from mspipe_bench.trainers.rules import COMM_NAMES, STAGE_NAMES, STAGES, THREAD_ORDER, thread_sort_key
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -479,7 +479,10 @@ def plot_gantt(plt, data: PlotData, row: pd.Series, n_show: int = GANTT_ITERATIO
                   f"({end_sim * 1e3:.0f} ms; k(i) = {', '.join(map(str, sim.k[:n_show]))})", loc="left")
     ax2.set_xlabel("time since the epoch's first stage (ms); numbers on bars = iteration; faded = later iterations")
     handles = [Patch(color=STAGE_COLORS[s], label=_stage_label(s)) for s in STAGES]
-    fig.legend(handles=handles, loc="lower center", ncol=5, frameon=False, bbox_to_anchor=(0.5, -0.01))
+    if any(s in COMM_NAMES for _, s, *_ in measured):  # data-parallel: collectives, drawn inside their stage
+        handles.append(Patch(color="grey", label="communication (" + ", ".join(COMM_NAMES.values()) + ")"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), frameon=False,
+               bbox_to_anchor=(0.5, -0.01))
     fig.suptitle(f"Pipeline Gantt chart: {c['label']} ({row['variant']}, {row['dataset_label']})")
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
