@@ -170,11 +170,20 @@ class DistRank:
             offset += n
         return float(flat[-1])
 
-    def agree_k(self, k: int) -> int:
-        """mspipe: the bound of this iteration, the same on every rank (the max of the ranks' choices)."""
+    def propose_k(self, k: int):
+        """mspipe: issue this rank's bound for the iteration to the agreement (all-reduce max) without waiting;
+        :meth:`agreed_k` returns the bound every rank uses."""
         t = torch.tensor([k], dtype=torch.int64)
-        self._timed("KA", lambda: dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.groups["ctrl"]))
+        return t, dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.groups["ctrl"], async_op=True)
+
+    def agreed_k(self, pending) -> int:
+        """The max of the ranks' proposals (waits for the agreement; the wait is timed as ``KA``)."""
+        t, work = pending
+        self._timed("KA", work.wait)
         return int(t)
+
+    def agree_k(self, k: int) -> int:
+        return self.agreed_k(self.propose_k(k))
 
     def all_gather_write(self, write: MemoryWrite) -> list[MemoryWrite]:
         """Every rank's memory write of this iteration, in rank order."""

@@ -290,31 +290,37 @@ class Executor:
             if (until is None or now >= until) and self._satisfied(pre):
                 self._conds[name].notify()
 
-    def _decide_k(self, b: Batch) -> tuple[int, float | None]:
+    def _decide_k(self, b: Batch) -> tuple[int, float | None, object | None]:
         """Bound and earliest start of M(b.i): fixed trainers k, no delay; mspipe per docs/design.md §2."""
         if not self.schedule.adaptive:
-            return self.schedule.fixed_k(), None
+            return self.schedule.fixed_k(), None, None
         i = b.i
         if i == 0:
-            return 1, None
+            return 1, None, None
         dist = self.ctx.dist
         if not self.estimator.ready():  # warm-up: no estimate of every stage yet (U(0) not finished)
             k = min(WARMUP_STALENESS, self.schedule.max_staleness)
-            return (k if dist is None else dist.agree_k(k)), None
+            return (k if dist is None else dist.agree_k(k)), None, None
         with self._cond:
             f_end = self._view.end[("F", i)]
             self._view.now = time.perf_counter()  # running stages end, pending ones start, no earlier than now
             k, _ = choose_staleness(self._view, i, f_end)
-        if dist is not None:  # every rank uses the largest of the ranks' bounds (outside the lock: it waits)
-            k = dist.agree_k(k)
+        # data-parallel: every rank will use the largest of the ranks' bounds; proposed now, awaited after the
+        # delay (outside the lock)
+        pending = None if dist is None else dist.propose_k(k)
         with self._cond:
             self._view.k[i] = k
-            return k, delayed_fetch_start(self._view, i, f_end, k, self.estimator.fetch_margin())
+            return k, delayed_fetch_start(self._view, i, f_end, k, self.estimator.fetch_margin()), pending
 
     def _run_one(self, stage: str, b: Batch) -> None:
         until = None
         if stage == "M":
-            b.k, until = self._decide_k(b)
+            b.k, until, pending = self._decide_k(b)
+            if pending is not None:  # the ranks' bound, agreed while M(i) was delayed (a larger k waits less)
+                self._wait([], until)
+                b.k, until = self.ctx.dist.agreed_k(pending), None
+                with self._cond:
+                    self._view.k[b.i] = b.k
         self._wait(prerequisites(self.schedule, stage, b.i, b.k), until)
         with self._cond:
             self._view.start[(stage, b.i)] = time.perf_counter()
