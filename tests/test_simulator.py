@@ -274,6 +274,18 @@ def test_choose_staleness_and_now_clamp_directly():
     assert view.predicted_end("U", 0) == 22  # not started: starts no earlier than now
 
 
+def test_delayed_fetch_only_where_there_is_memory_to_see():
+    """mspipe delays M(i) to the latest start that still ends before T(i-1) ends; with delay_fetch off (a model
+    without memory: nothing to see by waiting) M(i) starts when F(i) and U(i-k) allow."""
+    tau = {"S": 1, "F": 1, "M": 2, "T": 10, "U": 2}
+    for delay, expected in ((True, 14 - 2), (False, 5.0)):
+        view = rules.TimelineView(make_schedule("mspipe", delay_fetch=delay), tau.__getitem__)
+        view.start.update({("T", 0): 4.0})
+        view.end.update({("S", 0): 1.0, ("F", 0): 2.0, ("M", 0): 4.0})
+        # k = 2: U(-1) does not exist, so only F(1) (ended at 5) and, when delaying, T(0)'s end (14) - tau_M
+        assert rules.delayed_fetch_start(view, 1, 5.0, 2) == expected
+
+
 # -------------------------------------------------------------------------------------- inputs
 
 

@@ -396,7 +396,6 @@ def run_context(spec: RunSpec, progress: bool = False, hook=None, dist=None, che
     torch.set_num_threads(spec.torch_threads)
     tune_allocator()
     cfg = load_config(spec.model, config_overrides(spec))
-    schedule = make_schedule(spec.trainer, spec.staleness, spec.max_staleness, spec.prefetch)
     mitigation = MitigationConfig(
         enabled=bool(spec.mitigation),
         quantile=spec.mitigation_quantile,
@@ -410,6 +409,8 @@ def run_context(spec: RunSpec, progress: bool = False, hook=None, dist=None, che
     t0 = time.perf_counter()
     ctx = make_context(graph, cfg, seed=spec.seed, mitigation=mitigation, negatives=spec.negatives)
     ctx.hook = hook
+    schedule = make_schedule(spec.trainer, spec.staleness, spec.max_staleness, spec.prefetch,
+                             delay_fetch=ctx.model.has_memory)
     if dist is not None:
         if checkpoints is not None:
             raise UserError("--checkpoint-dir/--resume: not supported in data-parallel runs (--nprocs > 1)")

@@ -47,6 +47,9 @@ class Schedule:
     staleness: int = 1  # fixed bound k (sequential / presample: 1)
     max_staleness: int = 4  # cap on the adaptive bound (mspipe)
     prefetch: int = 2  # run-ahead depth D of S/F (pipelined trainers)
+    # mspipe delays M(i) so that it sees as many committed updates as possible; a model without node memory
+    # has none to see, and the delay would only risk T(i) waiting for a late wake-up
+    delay_fetch: bool = True
 
     def __post_init__(self) -> None:
         if self.trainer not in TRAINERS:
@@ -117,10 +120,12 @@ def stage_workers(schedule: Schedule) -> dict[str, str]:
     return {stage: name for name, stages in workers(schedule).items() for stage in stages}
 
 
-def make_schedule(trainer: str, staleness: int = 1, max_staleness: int = 4, prefetch: int = 2) -> Schedule:
+def make_schedule(trainer: str, staleness: int = 1, max_staleness: int = 4, prefetch: int = 2,
+                  delay_fetch: bool = True) -> Schedule:
     if trainer in ("sequential", "presample"):
         staleness = 1
-    return Schedule(trainer, staleness=staleness, max_staleness=max_staleness, prefetch=prefetch)
+    return Schedule(trainer, staleness=staleness, max_staleness=max_staleness, prefetch=prefetch,
+                    delay_fetch=delay_fetch)
 
 
 def prerequisites(schedule: Schedule, stage: str, i: int, k: int = 1) -> list[tuple[str, int]]:
@@ -245,10 +250,10 @@ def choose_staleness(view: TimelineView, i: int, f_end: float) -> tuple[int, boo
 
 def delayed_fetch_start(view: TimelineView, i: int, f_end: float, k: int, margin: float = 0.0) -> float:
     """docs/design.md §2: start M(i) at ``max(end F(i), end U(i-k), predicted end T(i-1) - tau_M - margin)``;
-    ``margin`` (:meth:`StageEstimator.fetch_margin`) absorbs the jitter of the predictions."""
+    ``margin`` (:meth:`StageEstimator.fetch_margin`) absorbs the jitter of the predictions. Without
+    ``schedule.delay_fetch`` (a model without memory) M(i) starts as soon as its prerequisites allow."""
     memo: dict = {}
-    return max(
-        f_end,
-        view.predicted_end("U", i - k, memo),
-        view.predicted_end("T", i - 1, memo) - view.tau("M") - margin,
-    )
+    ready = max(f_end, view.predicted_end("U", i - k, memo))
+    if not view.schedule.delay_fetch:
+        return ready
+    return max(ready, view.predicted_end("T", i - 1, memo) - view.tau("M") - margin)
