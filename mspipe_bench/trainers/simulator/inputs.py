@@ -107,36 +107,37 @@ def stage_times(tau: Mapping[str, Any] | StageTimes, iterations: int | None = No
     return st
 
 
-def parse_tau(text: str) -> dict[str, float]:
-    """Parse ``"S=1,F=1,M=2,T=10,U=2"`` (seconds; a value may end in ``ms`` or ``s``) into seconds."""
+def parse_durations(text: str, option: str, names, required: bool, what: str = "stage") -> dict[str, float]:
+    """Parse ``"NAME=SECONDS,..."`` (each NAME a ``what``) for ``option`` (a value may end in ``ms`` or ``s``) into seconds, each of
+    ``names`` at most once; with ``required`` every name must be given, otherwise a missing one is 0."""
     out: dict[str, float] = {}
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
-        if "=" not in part:
-            raise UserError(f"--tau: expected STAGE=SECONDS, got {part!r}")
-        key, raw = (x.strip() for x in part.split("=", 1))
-        if key not in STAGES:
-            raise UserError(f"--tau: unknown stage {key!r} (stages are {', '.join(STAGES)})")
+        key, sep, raw = (x.strip() for x in part.partition("="))
+        if not sep:
+            raise UserError(f"{option}: expected {what.upper()}=SECONDS, got {part!r}")
+        if key not in names:
+            raise UserError(f"{option}: unknown {what} {key!r} (one of {', '.join(names)})")
         if key in out:
-            raise UserError(f"--tau: stage {key!r} given twice")
-        scale = 1.0
-        num = raw
-        if raw.endswith("ms"):
-            scale, num = 1e-3, raw[:-2]
-        elif raw.endswith("s"):
-            num = raw[:-1]
+            raise UserError(f"{option}: {key!r} given twice")
+        scale, num = (1e-3, raw[:-2]) if raw.endswith("ms") else (1.0, raw.removesuffix("s"))
         try:
-            value = float(num)
+            value = float(num) * scale
         except ValueError:
-            raise UserError(f"--tau: stage {key!r} time {raw!r} is not a number") from None
+            raise UserError(f"{option}: {key!r} time {raw!r} is not a number") from None
         if not math.isfinite(value) or value < 0:
-            raise UserError(f"--tau: stage {key!r} time must be a finite number >= 0, got {raw!r}")
-        out[key] = value * scale
-    missing = [s for s in STAGES if s not in out]
-    if missing:
-        raise UserError(f"--tau: missing stage {missing[0]!r} (need all of {', '.join(STAGES)})")
-    return out
+            raise UserError(f"{option}: {key!r} time must be a finite number >= 0, got {raw!r}")
+        out[key] = value
+    missing = [n for n in names if n not in out]
+    if required and missing:
+        raise UserError(f"{option}: missing {what} {missing[0]!r} (need all of {', '.join(names)})")
+    return {n: out.get(n, 0.0) for n in names}
+
+
+def parse_tau(text: str) -> dict[str, float]:
+    """Parse ``"S=1,F=1,M=2,T=10,U=2"`` (seconds; a value may end in ``ms`` or ``s``) into seconds."""
+    return parse_durations(text, "--tau", STAGES, required=True)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -214,22 +215,7 @@ def parse_comm(text: str) -> dict[str, float]:
     a missing one is 0)."""
     from mspipe_bench.trainers.rules import COMM_STAGES
 
-    out = {c: 0.0 for c in COMM_STAGES}
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        key, sep, raw = (x.strip() for x in part.partition("="))
-        if not sep or key not in COMM_STAGES:
-            raise UserError(f"--comm: expected NAME=SECONDS with NAME one of {', '.join(COMM_STAGES)}, got {part!r}")
-        scale, num = (1e-3, raw[:-2]) if raw.endswith("ms") else (1.0, raw.removesuffix("s"))
-        try:
-            value = float(num) * scale
-        except ValueError:
-            raise UserError(f"--comm: {key} time {raw!r} is not a number") from None
-        if not math.isfinite(value) or value < 0:
-            raise UserError(f"--comm: {key} time must be a finite number >= 0, got {raw!r}")
-        out[key] = value
-    return out
+    return parse_durations(text, "--comm", COMM_STAGES, required=False, what="collective")
 
 
 def comm_from_result(result: Mapping[str, Any]) -> dict[str, float]:
