@@ -13,6 +13,17 @@ class UserError(ValueError):
     """Bad input from the user: one line naming the file, field and value; the CLI exits 2."""
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (pydantic errors: the first error's location and message)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        e = errors()[0]
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        return f"{loc}: {msg}" if loc else msg
+    return " ".join(str(exc).split())
+
+
 def read_yaml(path, what: str):
     """Parse the YAML file ``path`` (a ``what``: "sweep spec", "profile", ...). A missing file is a
     ``FileNotFoundError`` naming it, invalid YAML a :class:`UserError` with the parser's message on one line."""
@@ -26,4 +37,4 @@ def read_yaml(path, what: str):
     try:
         return yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
-        raise UserError(f"{p}: not valid YAML: {' '.join(str(exc).split())}") from None
+        raise UserError(f"{p}: not valid YAML: {one_line(exc)}") from None

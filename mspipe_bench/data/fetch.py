@@ -95,6 +95,15 @@ KNOWN: dict[str, KnownDataset] = {d.name: d for d in (
 )}
 
 
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks (downloads, checkpoints)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def datasets_dir(root: Path | None = None) -> Path:
     return (root or data_home()) / "datasets"
 
@@ -201,14 +210,10 @@ def _verify_and_keep(url: str, part: Path, dest: Path, size, sha256, expected) -
         part.unlink(missing_ok=True)
         raise UserError(f"{url}: downloaded {got:,} bytes, expected {want:,}; the file was deleted")
     if sha256 is not None:
-        h = hashlib.sha256()
-        with open(part, "rb") as fh:
-            for chunk in iter(lambda: fh.read(CHUNK), b""):
-                h.update(chunk)
-        if h.hexdigest() != sha256.lower():
+        got_sha = sha256_file(part)
+        if got_sha != sha256.lower():
             part.unlink(missing_ok=True)
-            raise UserError(f"{url}: SHA-256 {h.hexdigest()} differs from the expected {sha256}; the file was "
-                            f"deleted")
+            raise UserError(f"{url}: SHA-256 {got_sha} differs from the expected {sha256}; the file was deleted")
     os.replace(part, dest)
     return dest
 

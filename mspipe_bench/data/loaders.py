@@ -43,12 +43,11 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from .graph import SPARSE_FACTOR, DatasetError, TemporalGraph
+from .graph import _FLOAT_EXACT, _INT64_MAX, SPARSE_FACTOR, DatasetError, TemporalGraph
 
 if TYPE_CHECKING:
     import pandas as pd
 
-_INT64_MAX = np.iinfo(np.int64).max
 
 
 @dataclass(frozen=True)
@@ -260,10 +259,10 @@ class _Table:
                 frac = vals != np.round(vals)
                 if frac.any():
                     raise self.fail(int(np.flatnonzero(frac)[0]), field, pos, "not an integer")
-                huge = np.abs(vals) >= 2.0**63
+                huge = np.abs(vals) >= 2.0**63  # float(_INT64_MAX) rounds to 2^63
                 if huge.any():
                     raise self.fail(int(np.flatnonzero(huge)[0]), field, pos, f"beyond int64 (largest {_INT64_MAX})")
-                inexact = np.abs(vals) > 2.0**53
+                inexact = np.abs(vals) > _FLOAT_EXACT
                 if inexact.any():
                     raise self.fail(int(np.flatnonzero(inexact)[0]), field, pos,
                                     "read as a float above 2^53, which is not exact; write it as an integer")

@@ -15,7 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mspipe_bench.errors import UserError, read_yaml
+from mspipe_bench.errors import UserError, one_line, read_yaml
 
 PRESET_DIR = Path(__file__).parent / "presets"
 PRESETS = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
@@ -154,10 +154,6 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> ModelC
         try:
             node[parts[-1]] = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
-            raise UserError(f"override {item!r}: value is not valid YAML: {_one_line(exc)}") from None
+            raise UserError(f"override {item!r}: value is not valid YAML: {one_line(exc)}") from None
         where = f"{path} (with overrides)"
     return from_dict(data, where)
-
-
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split())

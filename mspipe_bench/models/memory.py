@@ -137,11 +137,17 @@ class MemoryStore:
             getattr(self, name).share_memory_()
         return self
 
+    def empty_write(self) -> MemoryWrite:
+        """A write of nothing (an empty share of a batch in a data-parallel run still takes part in U)."""
+        ids, ts = torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.float64)
+        return MemoryWrite(ids, torch.zeros(0, self.dim), ts, ids, torch.zeros(0, self.mail_dim), ts)
+
     def snapshot(self) -> dict:
         with self.lock:
             snap = {name: getattr(self, name).clone() for name in self._tensors()}
             snap["version"] = self.version
             snap["recent_ids"], snap["recent_mem"] = self.recent_ids, self.recent_mem
+            snap["recent_unit"] = self.recent_unit  # kept, not recomputed: restore is then exact
             return snap
 
     def restore(self, snap: dict) -> None:
@@ -149,7 +155,7 @@ class MemoryStore:
             for name in self._tensors():
                 getattr(self, name).copy_(snap[name])
             self.version = snap["version"]
-            self._set_recent(snap["recent_ids"], snap["recent_mem"])
+            self._set_recent(snap["recent_ids"], snap["recent_mem"], snap.get("recent_unit"))
 
     def check_ids(self, ids: torch.Tensor) -> None:
         bad, first = _first_out_of_range(ids, self.num_nodes)

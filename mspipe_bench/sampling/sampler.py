@@ -14,9 +14,8 @@ Strictness without float comparisons per entry: with ``r = #events with t < q`` 
 the event times, done once per distinct query time), event ``e`` is strictly earlier than ``q`` iff
 ``e < r``; the end of a query's strictly-earlier history is the first entry of its node's list with
 ``eid >= r``, found by a bisection inside the node's own list, vectorised over the queries (as many steps as
-the longest list has bits). Searching one sorted array of ``2E`` keys instead cost ~25 cache misses per query
-on a 10 M-event graph (the sampler's per-batch time grew 4x from 150 k events); inside the lists the search
-touches a few cache lines per query. Both strategies are vectorised over queries; ``uniform`` runs a loop
+the longest list has bits): inside a node's list the search touches a few cache lines per query, where one
+sorted array of ``2E`` keys missed the cache at every step on large graphs (docs/performance.md, "Scale"). Both strategies are vectorised over queries; ``uniform`` runs a loop
 over the ``fanout`` draws of Floyd's sampling algorithm (never over roots or neighbours).
 """
 

@@ -155,6 +155,8 @@ def run_stage(ctx: StageContext, stage: str, batch: Batch) -> None:
     end = time.perf_counter()
     batch.times[stage] = (start, end, threading.current_thread().name)
     ctx.timeline.record(batch, stage, start, end, threading.current_thread().name)
+    if ctx.dist is not None:  # data-parallel: the collectives the stage issued join the timeline too
+        ctx.dist.flush(ctx, batch)
 
 
 # ---------------------------------------------------------------------------------------------- stages

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mspipe_bench.data.fetch import sha256_file
 from mspipe_bench.errors import UserError
 
 FORMAT = "mspipe-bench/checkpoint/1"
@@ -81,14 +82,6 @@ def dataset_fingerprint(graph) -> dict:
         h.update(np.ascontiguousarray(np.asarray(graph.node_feat[nidx])).tobytes())
     return {"num_events": n, "num_nodes": int(graph.num_nodes), "edge_feat_dim": graph.edge_feat_dim,
             "node_feat_dim": graph.node_feat_dim, "hash": h.hexdigest()[:16]}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -222,7 +215,7 @@ class Checkpointer:
         if size != self.meta.get("state_bytes"):
             raise UserError(f"checkpoint {state_path}: size {size} bytes, expected {self.meta.get('state_bytes')} "
                             "(truncated or replaced)")
-        if _sha256(state_path) != self.meta.get("state_sha256"):
+        if sha256_file(state_path) != self.meta.get("state_sha256"):
             raise UserError(f"checkpoint {state_path}: SHA-256 differs from meta.json (corrupt)")
         try:
             st = torch.load(state_path, weights_only=True)
@@ -231,7 +224,6 @@ class Checkpointer:
         ctx.model.load_state_dict(st["model"])
         ctx.optimizer.load_state_dict(st["optimizer"])
         ctx.store.restore(st["memory"])
-        ctx.store.recent_unit = st["memory"]["recent_unit"]
         ctx.version_base = st["version_base"]
         torch.set_rng_state(st["torch_rng"])
         np.random.set_state(tuple(st["numpy_rng"][:1]) + (np.asarray(st["numpy_rng"][1], dtype=np.uint32),)
@@ -260,7 +252,7 @@ class Checkpointer:
         state = {
             "model": ctx.model.state_dict(),
             "optimizer": ctx.optimizer.state_dict(),
-            "memory": {**ctx.store.snapshot(), "recent_unit": ctx.store.recent_unit},
+            "memory": ctx.store.snapshot(),
             "version_base": ctx.version_base,
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
@@ -284,7 +276,7 @@ class Checkpointer:
                 os.fsync(fh.fileno())
             meta = {**self._base, "epoch": loop.epoch, "iteration": loop.i,
                     "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                    "state_bytes": (tmp / STATE).stat().st_size, "state_sha256": _sha256(tmp / STATE)}
+                    "state_bytes": (tmp / STATE).stat().st_size, "state_sha256": sha256_file(tmp / STATE)}
             with open(tmp / META, "w") as fh:
                 json.dump(meta, fh, indent=1)
                 fh.flush()

@@ -11,7 +11,9 @@
   (sizes first, then one padded byte buffer) and applies them in rank order (= event order: the shares are
   contiguous) through the store's own latest-event-wins update, so every replica holds what one process
   writes for the whole batch, and commits one version per global batch.
-- **k(i)** (:meth:`DistRank.agree_k`): mspipe's proposals are max-reduced by the loader just before M(i).
+- **k(i)** (:meth:`DistRank.propose_k` / :meth:`DistRank.agreed_k`): mspipe's proposals are max-reduced
+  asynchronously: issued when the loader decides k(i), awaited after M(i)'s delayed start (:meth:`DistRank.agree_k`
+  during the warm-up, when there is no delay).
 - **Process groups**: one per issuing thread, each used in iteration order (``grad``: T, ``mem``: U and the
   evaluation's score gather, ``ctrl``: mspipe's k), so collectives from different threads never interleave on
   one group.
@@ -286,12 +288,6 @@ class ReplicatedStore:
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
-
-    def empty_write(self) -> MemoryWrite:
-        """An empty rank share's write: nothing, but the rank still takes part in the all-gather."""
-        s = self.inner
-        ids, ts = torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.float64)
-        return MemoryWrite(ids, torch.zeros(0, s.dim), ts, ids, torch.zeros(0, s.mail_dim), ts)
 
     def update(self, mem_ids, mem, mem_ts, mail_ids, mail, mail_ts, version: int | None = None) -> None:
         writes = self.rank.all_gather_write(MemoryWrite(mem_ids, mem, mem_ts, mail_ids, mail, mail_ts))

@@ -26,8 +26,6 @@ def evaluate(ctx: StageContext, phase: str, lo: int, hi: int) -> dict:
     for b in ctx.batches(phase, lo, hi):
         for stage in STAGE_FUNCTIONS:
             run_stage(ctx, stage, b)
-            if ctx.dist is not None:
-                ctx.dist.flush(ctx, b)
         pos, neg = b.out.pos, b.out.neg
         if ctx.dist is not None:  # data-parallel: the whole global batch's scores, in event order, on every rank
             pos, neg = ctx.dist.all_gather_scores(b, pos, neg)

@@ -114,8 +114,6 @@ class Executor:
             for b in batches:
                 for stage in STAGES:
                     run_stage(self.ctx, stage, b)
-                    if self.ctx.dist is not None:
-                        self.ctx.dist.flush(self.ctx, b)
                     if stage == "M":
                         self._check_staleness(b)
                 self._finish(b)
@@ -325,8 +323,6 @@ class Executor:
         with self._cond:
             self._view.start[(stage, b.i)] = time.perf_counter()
         run_stage(self.ctx, stage, b)
-        if self.ctx.dist is not None:
-            self.ctx.dist.flush(self.ctx, b)
         if stage == "M":
             self._check_staleness(b)
         start, end, _ = b.times[stage]

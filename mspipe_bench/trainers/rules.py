@@ -29,10 +29,9 @@ STAGES = ("S", "F", "M", "T", "U")
 STAGE_NAMES = {"S": "sample", "F": "feature fetch", "M": "memory fetch", "T": "train", "U": "memory update"}
 # Communication of a data-parallel run (trainers/distributed.py), timed inside the stage that issues it and
 # recorded like a stage (timeline rows, per-iteration durations): T's gradient all-reduce, U's all-gather of
-# the ranks' memory writes, and mspipe's agreement on k(i) (issued by the loader just before M(i)).
+# the ranks' memory writes, and mspipe's agreement on k(i) (issued by the loader when it decides k(i)).
 COMM_STAGES = ("AR", "AG", "KA")
 COMM_NAMES = {"AR": "gradient all-reduce", "AG": "memory all-gather", "KA": "k agreement"}
-COMM_IN_STAGE = {"AR": "T", "AG": "U", "KA": "M"}
 # mspipe's bound before every stage has been timed once (cold start: U(0) not finished yet), fetch not
 # delayed; 2 is the steady-state minimum whenever M + U < T
 WARMUP_STALENESS = 2

@@ -29,7 +29,7 @@ from typing import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
-from mspipe_bench.errors import UserError
+from mspipe_bench.errors import UserError, one_line
 from mspipe_bench.trainers.rules import STAGES
 
 def _pair_key(text: str) -> str:
@@ -119,7 +119,7 @@ def parse_contention(text: str, what: str = "--contention") -> Contention:
     try:
         return Contention(factor=factor, pairs=pairs)
     except ValueError as exc:  # pydantic's ValidationError
-        raise UserError(f"{what}: {_one_line(exc)} (got {text!r})") from None
+        raise UserError(f"{what}: {one_line(exc)} (got {text!r})") from None
 
 
 def parse_factors(text: str, what: str = "--sweep-contention") -> list[float]:
@@ -139,13 +139,3 @@ def parse_factors(text: str, what: str = "--sweep-contention") -> list[float]:
     if not out:
         raise UserError(f"{what}: give at least one factor, e.g. 1,1.2,1.5,2")
     return out
-
-
-def _one_line(exc: Exception) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        e = errors()[0]
-        loc = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
-        return f"{loc}: {msg}" if loc else msg
-    return str(exc).splitlines()[0]
