@@ -113,26 +113,24 @@ def simulated_events_per_s(seq_result: dict, trainer: str, staleness: int = 2, m
 
 
 def measured_vs_simulated_table(df: pd.DataFrame, results: ResultCache) -> pd.DataFrame:
-    """Per run: measured events/s and the events/s simulated from the same-seed sequential run's stage times
-    (same directory)."""
+    """Per run: measured events/s and the events/s simulated from the stage times of the sequential run of the
+    same workload (the one :func:`results.speedups` divides by: same directory, CPU and workload keys)."""
     import pandas as pd
 
+    from mspipe_bench.harness.results import WORKLOAD_KEYS, _group_key_frame
+    from mspipe_bench.harness.run import default
+
     rows = []
-    seqs = df[df["config.trainer"] == "sequential"]
-    for _, run in df.iterrows():
-        ref = seqs[(seqs["dir"] == run["dir"]) & (seqs["config.model"] == run["config.model"])
-                   & (seqs["config.dataset"] == run["config.dataset"]) & (seqs["config.seed"] == run["config.seed"])
-                   & (seqs["config.epochs"] == run["config.epochs"])
-                   & (seqs["config.torch_threads"].astype(object).fillna(1)
-                      == (1 if pd.isna(run["config.torch_threads"]) else run["config.torch_threads"]))
-                   & (seqs["config.batch_size"] == run["config.batch_size"])
-                   & (seqs["config.max_iterations"].astype(object).fillna(-1)
-                      == (-1 if pd.isna(run["config.max_iterations"]) else run["config.max_iterations"]))]
-        if ref.empty:
+    gid = _group_key_frame(df, ("dir", "env.cpu", *WORKLOAD_KEYS)).apply(lambda r: "\x1f".join(r), axis=1)
+    seq = df["config.trainer"].eq("sequential")
+    ref_path = df.loc[seq, "path"].groupby(gid[seq]).first()
+    for idx, run in df.iterrows():
+        if gid[idx] not in ref_path.index:
             continue
-        seq_result = results(ref.iloc[0]["path"])
+        seq_result = results(ref_path[gid[idx]])
         sim = simulated_events_per_s(seq_result, run["config.trainer"], int(run["config.staleness"] or 1),
-                                     int(run.get("config.max_staleness") or 4), int(run.get("config.prefetch") or 2))
+                                     int(run.get("config.max_staleness") or default("max_staleness")),
+                                     int(run.get("config.prefetch") or default("prefetch")))
         rows.append({"model": run["config.model"], "dataset": run["dataset_label"], "variant": run["variant"],
                      "seed": run["config.seed"], "measured": run["metrics.train_events_per_s"], "simulated": sim,
                      "efficiency": run["metrics.train_events_per_s"] / sim if sim else math.nan})

@@ -9,8 +9,8 @@ empty), one result file per run written when the run finishes, so every number p
 invocation; ``--resume DIR`` continues an interrupted invocation in DIR, skipping only the runs it completed
 there. Figures go to ``DIR/figures/`` (or ``--plots-dir``), the table also to ``DIR/summary.txt``.
 
-Defaults (TGN, the embedded synthetic dataset, 5 epochs, seed 0): about 3-4 minutes on an idle 2-core CPU
-(42k training events per epoch at ~5k events/s with one thread, plus ~1 s of evaluation per epoch).
+Defaults: TGN, the embedded synthetic dataset (42k training events per epoch), 5 epochs, seed 0; a few
+minutes on a 2-core CPU (docs/results.md has measured times).
 
 ``--threads 1`` (default): one torch intra-op thread per run. On a shared 2-core machine, two OpenMP threads
 per run make the measured T stage of ``sequential`` many times slower whenever another process holds a core,
@@ -168,8 +168,8 @@ def register(sub) -> None:
     p = sub.add_parser(
         "bench",
         help="main job: every trainer on TGN / synthetic, interleaved, measured now; summary table and figures",
-        description="Run sequential, presample, fixed-staleness (K=2) and mspipe on one model and dataset "
-        "(default TGN on the embedded synthetic dataset, 5 epochs: about 3-4 minutes on 2 idle CPU cores), "
+        description="Run sequential, presample, fixed-staleness (K = --staleness, default 2) and mspipe on one model and dataset "
+        "(default TGN on the embedded synthetic dataset, 5 epochs: a few minutes on 2 CPU cores), "
         "interleaved per seed, with progress bars; then print a summary table (events/s, speedup over "
         "sequential, test AP, observed staleness, bubble share) and draw the figures. Every invocation measures: "
         "it writes into a new run directory (runs/bench-<YYYYmmdd-HHMMSS>/ by default) and never reuses result "

@@ -53,8 +53,11 @@ def _path_text(p: Path) -> str:
 
 
 def resolve_dataset(name: str) -> str:
-    """A dataset argument: ``synthetic[:opts]``, an existing path, or the name of a shared dataset folder."""
-    if name.startswith("synthetic") or Path(name).exists():
+    """A dataset argument: ``synthetic[:opts]``, an existing path, a dataset name known to ``datasets fetch``
+    (resolved from the data cache by the run, like ``--dataset``), or the name of a shared dataset folder."""
+    from mspipe_bench.data.fetch import KNOWN
+
+    if name.startswith("synthetic") or Path(name).exists() or name in KNOWN:
         return name
     root = shared_dataset_root()
     if root is not None and (root / name).is_dir():
@@ -104,8 +107,9 @@ def register(sub) -> None:
         "by default; --resume DIR continues an interrupted invocation), then draw every figure.",
     )
     p.add_argument("--datasets", default=None,
-                   help="comma-separated datasets: 'synthetic[:opts]', paths, or names of folders under "
-                   "../shared/datasets (default: synthetic plus every shared dataset)")
+                   help="comma-separated datasets: 'synthetic[:opts]', paths, names fetched with 'datasets "
+                   "fetch', or names of folders under ../shared/datasets (default: synthetic plus every shared "
+                   "dataset)")
     p.add_argument("--models", default=",".join(PAPER_MODELS),
                    help=f"comma-separated models (default: {','.join(PAPER_MODELS)})")
     add_run_arguments(p, PAPER_FIELDS, defaults={"epochs": 5})

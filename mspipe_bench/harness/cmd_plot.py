@@ -7,14 +7,15 @@ import textwrap
 
 
 def _cmd(args) -> int:
+    import datetime as _dt
     from pathlib import Path
 
     from mspipe_bench.harness.analysis import summary_text
     from mspipe_bench.harness.plots import make_plots
-
+    out = args.out or f"runs/plots-{_dt.datetime.now():%Y%m%d-%H%M%S}"
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     only = [f.strip() for f in args.only.split(",")] if args.only else None
-    report = make_plots(args.results, args.out, formats=formats, only=only, log=print)
+    report = make_plots(args.results, out, formats=formats, only=only, log=print)
     print(f"figures in {report.out_dir} ({len(report.written)} written, {len(report.skipped)} skipped):")
     for line in report.lines():
         print(line)
@@ -46,7 +47,8 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("results", nargs="+", metavar="RESULTS", help="result directories or files")
-    p.add_argument("-o", "--out", default="plots", help="output directory (default: plots)")
+    p.add_argument("-o", "--out", default=None,
+                   help="output directory (default: a new runs/plots-<YYYYmmdd-HHMMSS>/; runs/ is git-ignored)")
     p.add_argument("--formats", default="png,pdf", help="comma-separated formats (default: png,pdf)")
     p.add_argument("--only", default=None, metavar="FIGURES",
                    help="comma-separated subset of the figures: " + ", ".join(FIGURES))

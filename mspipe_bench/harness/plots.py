@@ -709,8 +709,10 @@ def make_plots(source: Any, out_dir: str | Path, formats: Iterable[str] = ("png"
     if bad or not formats:
         raise UserError(f"formats {','.join(formats)!r}: {', '.join(bad) or 'none given'} not supported "
                         f"(supported: {', '.join(sorted(supported))})")
+    from mspipe_bench.harness.run import check_output_dir
+
+    out_dir = check_output_dir(out_dir, "figure directory")  # before any result is read or figure drawn
     plt = _setup()
-    out_dir = Path(out_dir)
     on_skip = (lambda msg: log(f"warning: {msg}")) if log else None
     df = source if isinstance(source, pd.DataFrame) else load_results(source, on_skip=on_skip)
     report = PlotReport(out_dir)

@@ -261,13 +261,6 @@ def speedups(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def summarize_by_variant(df: pd.DataFrame, metrics: Iterable[str]) -> pd.DataFrame:
-    """Mean, std and count over seeds per (model, dataset, variant) for each metric column."""
-    cols = [m for m in metrics if m in df.columns]
-    g = df.groupby(["config.model", "dataset_label", "variant"], sort=False)[cols]
-    return g.agg(["mean", "std", "count"])
-
-
 def trainer_table(df: pd.DataFrame) -> str:
     """Per model x dataset x trainer variant, mean over seeds: events/s, speedup over sequential (mean of the
     per-seed ratios), test AP, mean / max observed staleness, bubble share (``df`` after :func:`speedups`)."""
