@@ -29,6 +29,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mspipe_bench.harness.results import load_result, text_table
+
 CONFIGS = {
     "w1t1": ["--trainer", "sequential", "--threads", "1"],
     "w1t2": ["--trainer", "sequential", "--threads", "2"],
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                     cmd += ["--max-iterations", str(args.max_iterations)]
                 print(" ".join(cmd), flush=True)
                 subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-                r = json.loads(path.read_text())
+                r = load_result(path)
                 m = r["metrics"]
                 runs.append({"model": model, "config": name, "round": rnd, "events_per_s": m["train_events_per_s"],
                              "test_ap": m.get("test_ap"), "comm_share": m.get("comm_share"),
@@ -103,16 +105,14 @@ def summarize(runs: list[dict], configs: list[str]) -> list[dict]:
 
 
 def print_table(rows: list[dict]) -> None:
-    from tabulate import tabulate
-
     def f(v, fmt):
         return "-" if v is None else format(v, fmt)
 
-    print(tabulate([(r["model"], r["config"], f(r["events_per_s"], ",.0f"), f(r["vs_w1t1"], ".2f"),
+    print(text_table([(r["model"], r["config"], f(r["events_per_s"], ",.0f"), f(r["vs_w1t1"], ".2f"),
                      f(r["vs_w1t2"], ".2f"), f(r["vs_w2t1"], ".2f"), f(r["test_ap"], ".4f"),
                      f(r["ap_delta_pp"], "+.2f"), f(r["comm_share"], ".1%")) for r in rows],
-                   headers=("model", "config", "events/s", "x w1t1", "x w1t2", "x w2t1", "test AP",
-                            "ΔAP pp", "comm share")))
+                     ("model", "config", "events/s", "x w1t1", "x w1t2", "x w2t1", "test AP",
+                      "ΔAP pp", "comm share")))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import torch
 from mspipe_bench.models.config import PRESETS
 
 WIKIPEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "wikipedia"
-TRAINERS = (("sequential", 1), ("presample", 1))
+TRAINERS = ("sequential", "presample")
 
 
 def _update(h, t) -> None:
@@ -43,10 +43,10 @@ def _update(h, t) -> None:
         h.update(repr(t).encode())
 
 
-def state_hash(model: str, trainer: str, staleness: int, dataset: str, iterations: int) -> str:
+def state_hash(model: str, trainer: str, dataset: str, iterations: int) -> str:
     from mspipe_bench.harness.run import RunSpec, run_context
 
-    spec = RunSpec(model=model, dataset=dataset, trainer=trainer, staleness=staleness, mitigation=True,
+    spec = RunSpec(model=model, dataset=dataset, trainer=trainer, mitigation=True,
                    epochs=1, max_iterations=iterations, seed=0)
     ctx, result = run_context(spec)
     h = hashlib.sha256()
@@ -66,8 +66,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     for model in args.models.split(","):
-        for trainer, k in TRAINERS:
-            print(f"{model:6s} {trainer:16s} {state_hash(model, trainer, k, args.dataset, args.iterations)}",
+        for trainer in TRAINERS:
+            print(f"{model:6s} {trainer:16s} {state_hash(model, trainer, args.dataset, args.iterations)}",
                   flush=True)
 
 

@@ -703,7 +703,8 @@ def test_cli_sweep_contention_table_json_and_figure(tmp_path, capsys):
     for t in ("presample", "fixed-staleness", "mspipe"):
         assert obj["sweep"][0][t] == ref[t]["speedup_vs_sequential"]
     assert 1.0 < obj["factor_at_speedup"]["mspipe"]["2.45"] < obj["factor_at_speedup"]["mspipe"]["1.5"]
-    assert main(args[:-2] + ["--figure", str(tmp_path / "no" / "x.png")]) == 2
+    (tmp_path / "taken.png").mkdir()  # a directory where the figure file should go: refused before simulating
+    assert main(args[:-2] + ["--figure", str(tmp_path / "taken.png")]) == 2
 
 
 def test_cpu_contention_reference_inverts_the_stage_speed():

@@ -317,10 +317,9 @@ def _figure_path(args: argparse.Namespace) -> Path | None:
     path = Path(args.figure or DEFAULT_FIGURE)
     if path.suffix.lower() not in FIGURE_SUFFIXES:
         raise UserError(f"--figure: {str(path)!r} must end in {', '.join(FIGURE_SUFFIXES)}")
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir() or not parent.is_dir():
-        raise UserError(f"--figure: {str(path)!r} is not a file in an existing directory")
-    return path
+    from mspipe_bench.harness.run import check_output_file
+
+    return check_output_file(path, "--figure")
 
 
 # -------------------------------------------------------------------------------- sweep
