@@ -226,9 +226,7 @@ def spawn(fn: Callable, world: int, args: tuple = ()) -> tuple[list[Any], bool]:
                 if interrupted and (0 in done or procs[0].exitcode is not None
                                     or now - interrupt_at > INTERRUPT_DEADLINE_S):
                     break
-                if not interrupted and len(done) == world and all(p.exitcode is not None for p in procs):
-                    break
-                if not interrupted and len(done) == world:  # values in; the processes are exiting
+                if not interrupted and len(done) == world:  # all values in: reap (join returns at once for exited ones)
                     for p in procs:
                         p.join(timeout=KILL_AFTER_S)
                     break
